@@ -1,0 +1,128 @@
+/**
+ * Byte streams over TCP: the layer under the framing. `socketStream` adapts a node:net socket; `dialTcp` opens one
+ * with a timeout. A SecureSession (layers/SecureSession.ts) may wrap a ByteStream in an encrypting one before framing
+ * starts; this is the seam where authenticated encryption is inserted.
+ */
+import { Effect } from "effect"
+import * as net from "node:net"
+import { ConnectionLost, DialFailed } from "../schema/errors.js"
+
+/** The receiving end of a ByteStream. Called synchronously from socket events, in order. */
+export interface Receiver {
+  readonly onData: (chunk: Uint8Array) => void
+  /** The stream ended (peer closed, reset, or destroyed locally). Called once. */
+  readonly onEnd: (reason: ConnectionLost) => void
+}
+
+export interface ByteStream {
+  readonly remoteAddress: string
+  readonly remotePort: number
+  /** Writes the chunks in order with one system call where possible; succeeds once the kernel has them. */
+  readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
+  /**
+   * Installs the receiver. Bytes that arrived while no receiver was installed are delivered first. Passing
+   * `undefined` detaches the current one; `unread` bytes are then held for the next receiver.
+   */
+  readonly receive: (receiver: Receiver | undefined, unread?: Uint8Array) => void
+  /** Stops reading from the socket (TCP flow control pushes back on the sender). */
+  readonly pause: () => void
+  readonly resume: () => void
+  readonly destroy: Effect.Effect<void>
+  readonly bytesWritten: () => number
+}
+
+export const socketStream = (socket: net.Socket): ByteStream => {
+  let receiver: Receiver | undefined
+  const held: Array<Uint8Array> = []
+  let ended: ConnectionLost | undefined
+  let lastError: Error | undefined
+  let paused = false
+  socket.setNoDelay(true)
+  socket.on("data", (chunk: Buffer) => {
+    if (receiver !== undefined) receiver.onData(chunk)
+    else {
+      held.push(chunk)
+      socket.pause()
+    }
+  })
+  socket.on("error", (e) => {
+    lastError = e
+  })
+  socket.on("close", () => {
+    ended = new ConnectionLost({ detail: lastError ? lastError.message : "closed by peer" })
+    receiver?.onEnd(ended)
+  })
+  return {
+    remoteAddress: normalizeAddress(socket.remoteAddress ?? "unknown"),
+    remotePort: socket.remotePort ?? 0,
+    write: (chunks) =>
+      Effect.async<void, ConnectionLost>((resume) => {
+        if (socket.destroyed || !socket.writable) {
+          resume(Effect.fail(new ConnectionLost({ detail: "socket is closed" })))
+          return
+        }
+        const done = (e?: Error | null) =>
+          resume(e ? Effect.fail(new ConnectionLost({ detail: e.message })) : Effect.void)
+        if (chunks.length === 1) {
+          socket.write(chunks[0]!, done)
+          return
+        }
+        socket.cork()
+        for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!)
+        socket.write(chunks[chunks.length - 1]!, done)
+        socket.uncork()
+      }),
+    receive: (r, unread) => {
+      receiver = r
+      if (r === undefined) {
+        if (unread !== undefined && unread.length > 0) held.unshift(unread)
+        socket.pause()
+        return
+      }
+      while (held.length > 0 && receiver === r) r.onData(held.shift()!)
+      if (receiver !== r) return
+      if (ended !== undefined) r.onEnd(ended)
+      else if (!paused) socket.resume()
+    },
+    pause: () => {
+      paused = true
+      socket.pause()
+    },
+    resume: () => {
+      paused = false
+      if (receiver !== undefined) socket.resume()
+    },
+    destroy: Effect.sync(() => {
+      socket.destroy()
+    }),
+    bytesWritten: () => socket.bytesWritten
+  }
+}
+
+/** "::ffff:127.0.0.1" (IPv4-mapped) is reported as "127.0.0.1". */
+export const normalizeAddress = (a: string): string => a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a
+
+/** Opens a TCP connection; fails with DialFailed on refusal or after `timeoutMillis`. Interrupting it closes the socket. */
+export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
+  Effect.async<net.Socket, DialFailed>((resume) => {
+    const socket = net.connect({ host: address, port })
+    let settled = false
+    // stays installed: an error between connect and socketStream() must not become an uncaught 'error' event
+    socket.on("error", (e) => {
+      if (settled) return
+      settled = true
+      socket.destroy()
+      resume(Effect.fail(new DialFailed({ address, port, detail: e.message })))
+    })
+    socket.once("connect", () => {
+      if (settled) return
+      settled = true
+      resume(Effect.succeed(socket))
+    })
+    return Effect.sync(() => socket.destroy())
+  }).pipe(
+    Effect.timeoutFail({
+      duration: timeoutMillis,
+      onTimeout: () => new DialFailed({ address, port, detail: `timed out after ${timeoutMillis} ms` })
+    })
+  )

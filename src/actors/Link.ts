@@ -1,0 +1,188 @@
+/**
+ * A Link is one live connection of a channel, after the preamble, the session upgrade and the Hello exchange.
+ * Its receiver runs synchronously on socket events: it splits frames, decodes them with Schema and appends them to
+ * an inbox Queue, pausing the socket when the inbox is full. The first failure (bad frame, flood, end of stream)
+ * stops reading and is appended as a LinkEnd, after every frame decoded before it, so nothing accepted is lost.
+ */
+import { Clock, Effect, Either, Queue } from "effect"
+import * as crypto from "node:crypto"
+import type { CloseReason } from "../schema/errors.js"
+import { ConnectionLost, PeerFlooding, ProtocolMismatch, RemoteRejected } from "../schema/errors.js"
+import { Hello, Reject } from "../schema/handshake.js"
+import type { NetworkSettings } from "../schema/settings.js"
+import type { FrameValue } from "../schema/wire.js"
+import { decodeBody, encodeFrame, FrameReader, parsePreamble, preamble, PREAMBLE_LENGTH, PROTOCOL_VERSION } from "../schema/wire.js"
+import type { NodeKeys } from "../layers/NodeIdentity.js"
+import type { ByteStream } from "./Connection.js"
+import type { SecureSession } from "../layers/SecureSession.js"
+
+/** Marks the end of a link in its inbox. */
+export class LinkEnd {
+  constructor(readonly reason: CloseReason) {}
+}
+export type InboxItem = FrameValue | LinkEnd
+
+/** Mutable per-channel counters; read through PeerChannel.stats. */
+export interface ChannelCounters {
+  framesIn: number
+  bytesIn: number
+  framesOut: number
+  bytesOut: number
+  droppedGated: number
+  lastIncomingAt: number
+}
+export const makeCounters = (now: number): ChannelCounters => ({
+  framesIn: 0,
+  bytesIn: 0,
+  framesOut: 0,
+  bytesOut: 0,
+  droppedGated: 0,
+  lastIncomingAt: now
+})
+
+export interface Link {
+  readonly stream: ByteStream
+  readonly inbox: Queue.Queue<InboxItem>
+  readonly localHello: Hello
+  readonly remoteHello: Hello
+  /** Call after taking from the inbox: resumes reading once it has drained below half. */
+  readonly drained: () => void
+  /** Stops reading and appends a LinkEnd (first reason wins). */
+  readonly end: (reason: CloseReason) => void
+  readonly write: (frames: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
+}
+
+/** Reads the remote's 8-byte preamble; bytes after it stay held in the stream. */
+const readPreamble = (stream: ByteStream) =>
+  Effect.async<number, ProtocolMismatch | ConnectionLost>((resume) => {
+    let got = Buffer.alloc(0)
+    stream.receive({
+      onData: (chunk) => {
+        got = Buffer.concat([got, chunk])
+        if (got.length < PREAMBLE_LENGTH) return
+        stream.receive(undefined, got.subarray(PREAMBLE_LENGTH))
+        const parsed = parsePreamble(got.subarray(0, PREAMBLE_LENGTH))
+        resume(Either.match(parsed, {
+          onLeft: (reason) => Effect.fail(new ProtocolMismatch({ reason })),
+          onRight: Effect.succeed
+        }))
+      },
+      onEnd: (reason) => resume(Effect.fail(reason))
+    })
+  })
+
+export interface EstablishOptions {
+  readonly settings: NetworkSettings
+  readonly keys: NodeKeys
+  readonly secure: SecureSession["Type"]
+  readonly listenPort: number
+  readonly counters: ChannelCounters
+}
+
+/**
+ * Runs the connection-opening sequence of docs/protocol.md on a fresh stream: preamble both ways, session upgrade,
+ * Hello both ways. A wrong preamble or version is answered with a Reject frame before failing.
+ */
+export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
+  Effect.gen(function*() {
+    yield* stream.write([preamble()])
+    const version = yield* readPreamble(stream).pipe(
+      Effect.tapError((e) =>
+        e._tag === "ProtocolMismatch" ? stream.write([encodeFrame(Reject.make({ reason: e.reason }))]) : Effect.void
+      )
+    )
+    if (version !== PROTOCOL_VERSION) {
+      const reason = `unsupported protocol version ${version}; this node speaks ${PROTOCOL_VERSION}`
+      yield* stream.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore)
+      return yield* new ProtocolMismatch({ reason })
+    }
+    const secured = yield* opts.secure.upgrade(stream, role)
+    const inbox = yield* Queue.unbounded<InboxItem>()
+    const clock = yield* Effect.clock
+    const localHello = Hello.make({
+      version: PROTOCOL_VERSION,
+      network: opts.settings.network,
+      nodeId: opts.keys.id,
+      publicKey: Buffer.from(opts.keys.publicKey).toString("base64"),
+      nonce: crypto.randomBytes(32).toString("base64"),
+      listenPort: opts.listenPort as Hello["listenPort"]
+    })
+    const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
+    yield* secured.write([encodeFrame(localHello)])
+    const first = yield* Queue.take(inbox)
+    partial.drained()
+    if (first instanceof LinkEnd) return yield* Effect.fail(first.reason)
+    if (first._tag === "Reject") return yield* new RemoteRejected({ reason: first.reason })
+    if (first._tag !== "Hello") {
+      return yield* new ProtocolMismatch({ reason: `expected Hello as first frame, got ${first._tag}` })
+    }
+    if (first.version !== PROTOCOL_VERSION) {
+      return yield* new ProtocolMismatch({ reason: `Hello announces version ${first.version}` })
+    }
+    return { ...partial, localHello, remoteHello: first } satisfies Link
+  })
+
+const attach = (
+  stream: ByteStream,
+  inbox: Queue.Queue<InboxItem>,
+  settings: NetworkSettings,
+  counters: ChannelCounters,
+  clock: Clock.Clock
+) => {
+  const reader = new FrameReader(settings.maxFrameBytes)
+  let done = false
+  let paused = false
+  let queued = 0
+  let windowStart = clock.unsafeCurrentTimeMillis()
+  let windowFrames = 0
+  const limit = settings.maxFramesPerSecond
+  const end = (reason: CloseReason) => {
+    if (done) return
+    done = true
+    stream.receive(undefined)
+    inbox.unsafeOffer(new LinkEnd(reason))
+  }
+  const onBody = (body: Uint8Array) => {
+    if (done) return
+    counters.framesIn++
+    if (limit > 0) {
+      const now = clock.unsafeCurrentTimeMillis()
+      if (now - windowStart >= 1000) {
+        windowStart = now
+        windowFrames = 0
+      }
+      if (++windowFrames > limit) return end(new PeerFlooding({ frames: windowFrames, limit }))
+    }
+    const decoded = decodeBody(body)
+    if (Either.isLeft(decoded)) return end(decoded.left)
+    inbox.unsafeOffer(decoded.right)
+    queued++
+  }
+  stream.receive({
+    onData: (chunk) => {
+      if (done) return
+      counters.bytesIn += chunk.length
+      counters.lastIncomingAt = clock.unsafeCurrentTimeMillis()
+      const error = reader.push(chunk, onBody)
+      if (error !== undefined) return end(error)
+      if (queued >= settings.inboxCapacity && !paused) {
+        paused = true
+        stream.pause()
+      }
+    },
+    onEnd: (reason) => end(reader.end() ?? reason)
+  })
+  return {
+    stream,
+    inbox,
+    end,
+    drained: () => {
+      queued = inbox.unsafeSize().pipe((o) => (o._tag === "Some" ? o.value : 0))
+      if (paused && queued < settings.inboxCapacity / 2) {
+        paused = false
+        stream.resume()
+      }
+    },
+    write: stream.write
+  }
+}

@@ -1,0 +1,370 @@
+/**
+ * A PeerChannel is the actor for one remote peer: an outbox Queue drained by a writer fiber (batched writes), a
+ * processor fiber that gates and publishes what the Link's reader decoded, its state on a SubscriptionRef, and
+ * counters. An outbound channel survives connection drops: it re-dials on a retry Schedule and sends what was queued
+ * once the new connection is trusted; what cannot be delivered is failed back to senders and reported, never dropped.
+ */
+import { Chunk, DateTime, Deferred, Effect, Exit, Fiber, Option, Queue, Schedule, Stream, SubscriptionRef } from "effect"
+import type { CloseReason, DialFailed } from "../schema/errors.js"
+import { ChannelClosed, ConnectionLost, FrameTooLarge, HandshakeTimeout, LocalClose, NotTrusted, ProtocolMismatch, RemoteDisconnected, RemoteRejected } from "../schema/errors.js"
+import type { HandshakeMessage } from "../schema/handshake.js"
+import { Reject } from "../schema/handshake.js"
+import type { NodeId } from "../schema/ids.js"
+import { Disconnect } from "../schema/packets.js"
+import type { Packet } from "../schema/packets.js"
+import { encodeFrame } from "../schema/wire.js"
+import type { ChannelCounters, Link } from "./Link.js"
+import { LinkEnd } from "./Link.js"
+
+export type ChannelState = "handshaking" | "untrusted" | "trusted" | "reconnecting" | "closed"
+
+export interface ChannelStats {
+  readonly framesIn: number
+  readonly bytesIn: number
+  readonly framesOut: number
+  readonly bytesOut: number
+  /** Packets dropped by the trust gate. */
+  readonly droppedGated: number
+  /** Epoch milliseconds of the last received bytes. */
+  readonly lastIncomingAt: number
+  readonly outboxSize: number
+}
+
+export interface OutboxItem {
+  readonly bytes: Uint8Array
+  readonly kind: Packet["_tag"]
+  /** Set on a Disconnect: the channel closes with this reason once it is written. */
+  readonly disconnect: string | undefined
+  readonly written: Deferred.Deferred<void, ChannelClosed> | undefined
+}
+
+/** A packet and the channel it arrived on, after the trust gate. */
+export interface PacketReceived {
+  readonly channel: PeerChannel
+  readonly packet: Packet
+}
+
+/** The handle users hold. All effects here have no requirements. */
+export interface PeerChannel {
+  /** Local number of this channel, unique within one PeerNetwork. */
+  readonly key: number
+  readonly direction: "inbound" | "outbound"
+  /** Remote IP address of the connection. */
+  readonly address: string
+  /** Remote port of the connection (for outbound channels, the port dialled). */
+  readonly port: number
+  readonly remoteId: NodeId
+  /** The TCP port the remote says it listens on (from its Hello). */
+  readonly remoteListenPort: number
+  /** The node that opened the connection; used for the duplicate tie-break. */
+  readonly initiatorId: NodeId
+  readonly label: string
+  readonly state: Effect.Effect<ChannelState>
+  readonly stateChanges: Stream.Stream<ChannelState>
+  readonly isTrusted: () => boolean
+  readonly isClosed: () => boolean
+  /**
+   * Queues a packet. Waits while the outbox is full (back-pressure). Fails with NotTrusted when the trust gate forbids
+   * the kind on this channel, FrameTooLarge when it cannot be framed, ChannelClosed once the channel has closed.
+   */
+  readonly send: (packet: Packet) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge>
+  /** As send, then waits until the packet has been handed to the socket, or fails if it never will be. */
+  readonly sendAndAwait: (packet: Packet) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge>
+  /** Waits until the channel is trusted; fails with ChannelClosed if it closes first. */
+  readonly awaitTrusted: Effect.Effect<void, ChannelClosed>
+  /** Sends a Disconnect with the reason, then closes. Idempotent. */
+  readonly close: (reason: string) => Effect.Effect<void>
+  /** Waits for the channel to close and tells why. */
+  readonly awaitClosed: Effect.Effect<CloseReason>
+  readonly stats: Effect.Effect<ChannelStats>
+  /** Internal: used by the registry to elevate or demote trust. */
+  readonly setTrusted: (trusted: boolean) => Effect.Effect<void>
+}
+
+export interface ChannelDeps {
+  readonly localId: NodeId
+  readonly maxFrameBytes: number
+  readonly outboxCapacity: number
+  readonly handshakeTimeoutMillis: number
+  readonly canSend: (kind: Packet["_tag"], trusted: boolean) => boolean
+  readonly canReceive: (kind: Packet["_tag"], trusted: boolean) => boolean
+  /** Runs the trust phase on a new link: true = trusted, false = stays untrusted; fails to reject. */
+  readonly trustPhase: (
+    link: Link,
+    initiator: boolean,
+    handshake: Queue.Queue<HandshakeMessage | LinkEnd>
+  ) => Effect.Effect<boolean, CloseReason>
+  readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
+  readonly onState: (channel: PeerChannel, state: ChannelState, reason: CloseReason | undefined) => Effect.Effect<void>
+  /** Outbound only: opens a new link to the same peer. */
+  readonly redial: Effect.Effect<Link, CloseReason | DialFailed>
+  readonly retrySchedule: Schedule.Schedule<unknown, unknown>
+  readonly counters: ChannelCounters
+}
+
+export interface ChannelRuntime {
+  readonly channel: PeerChannel
+  /** Runs the channel until it is closed for good; returns why. Never fails. */
+  readonly run: (first: Link) => Effect.Effect<CloseReason>
+}
+
+export const makePeerChannel = (
+  info: {
+    readonly key: number
+    readonly direction: "inbound" | "outbound"
+    readonly address: string
+    readonly port: number
+    readonly remoteId: NodeId
+    readonly remoteListenPort: number
+    readonly initiatorId: NodeId
+  },
+  deps: ChannelDeps
+) =>
+  Effect.gen(function*() {
+    const outbox = yield* Queue.bounded<OutboxItem>(deps.outboxCapacity)
+    const stateRef = yield* SubscriptionRef.make<ChannelState>("handshaking")
+    const closed = yield* Deferred.make<CloseReason>()
+    const trustedSignal = yield* Deferred.make<void, ChannelClosed>()
+    const counters = deps.counters
+    let trusted = false
+    let isClosed = false
+    let link: Link | undefined
+    let inFlight: Array<OutboxItem> = []
+    const label = `${info.remoteId.slice(0, 8)}@${info.address.includes(":") ? `[${info.address}]` : info.address}:${info.port}`
+
+    const closedError = (reason: string) => new ChannelClosed({ peer: label, reason })
+
+    const setState = (state: ChannelState, reason?: CloseReason) =>
+      Effect.gen(function*() {
+        const previous = yield* SubscriptionRef.getAndSet(stateRef, state)
+        if (previous === state) return
+        trusted = state === "trusted"
+        if (trusted) yield* Deferred.succeed(trustedSignal, undefined)
+        yield* deps.onState(channel, state, reason)
+      })
+
+    const enqueue = (packet: Packet, written: OutboxItem["written"]) =>
+      Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge> => {
+        if (isClosed) return Effect.fail(closedError("closed"))
+        if (!deps.canSend(packet._tag, trusted)) {
+          return Effect.fail(new NotTrusted({ kind: packet._tag, peer: label }))
+        }
+        const bytes = encodeFrame(packet)
+        if (bytes.length - 4 > deps.maxFrameBytes) {
+          return Effect.fail(new FrameTooLarge({ size: bytes.length - 4, max: deps.maxFrameBytes }))
+        }
+        const item: OutboxItem = {
+          bytes,
+          kind: packet._tag,
+          written,
+          disconnect: packet._tag === "Disconnect" ? packet.reason : undefined
+        }
+        if (outbox.unsafeOffer(item)) return Effect.void
+        // outbox full: wait for room, unless the channel closes first
+        return Effect.raceFirst(
+          Queue.offer(outbox, item).pipe(Effect.asVoid),
+          Effect.zipRight(Deferred.await(closed), Effect.fail(closedError("closed while waiting for outbox room")))
+        )
+      })
+
+    const channel: PeerChannel = {
+      ...info,
+      label,
+      state: SubscriptionRef.get(stateRef),
+      stateChanges: stateRef.changes,
+      isTrusted: () => trusted,
+      isClosed: () => isClosed,
+      send: (packet) => enqueue(packet, undefined),
+      sendAndAwait: (packet) =>
+        Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) => Effect.zipRight(enqueue(packet, d), Deferred.await(d))),
+      awaitTrusted: Deferred.await(trustedSignal),
+      close: (reason) =>
+        Effect.suspend(() => {
+          if (isClosed) return Effect.void
+          const current = link
+          if (current === undefined) {
+            // between links (reconnecting): nothing to tell the remote
+            return Effect.sync(() => closeRequested = new LocalClose({ reason }))
+          }
+          return Effect.gen(function*() {
+            const bye = Disconnect.make({
+              address: "",
+              port: 0 as Disconnect["port"],
+              reason,
+              data: {},
+              origin: deps.localId,
+              sentAt: yield* DateTime.now
+            })
+            yield* current.write([encodeFrame(bye)]).pipe(Effect.ignore)
+          }).pipe(Effect.ensuring(Effect.sync(() => current.end(new LocalClose({ reason })))))
+        }),
+      awaitClosed: Deferred.await(closed),
+      stats: Effect.sync(() => ({
+        framesIn: counters.framesIn,
+        bytesIn: counters.bytesIn,
+        framesOut: counters.framesOut,
+        bytesOut: counters.bytesOut,
+        droppedGated: counters.droppedGated,
+        lastIncomingAt: counters.lastIncomingAt,
+        outboxSize: Option.getOrElse(outbox.unsafeSize(), () => 0)
+      })),
+      setTrusted: (t) => (isClosed ? Effect.void : setState(t ? "trusted" : "untrusted"))
+    }
+    let closeRequested: LocalClose | undefined
+
+    const writer = (current: Link) =>
+      Effect.gen(function*() {
+        while (true) {
+          if (inFlight.length === 0) inFlight = Chunk.toArray(yield* Queue.takeBetween(outbox, 1, 1024))
+          // a Disconnect ends the batch: what follows it is never sent and is reported as undelivered
+          const cut = inFlight.findIndex((i) => i.disconnect !== undefined)
+          const batch = cut < 0 ? inFlight : inFlight.slice(0, cut + 1)
+          let bytes = 0
+          const frames = batch.map((i) => {
+            bytes += i.bytes.length
+            return i.bytes
+          })
+          yield* current.write(frames)
+          counters.framesOut += frames.length
+          counters.bytesOut += bytes
+          for (const i of batch) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.void)
+          inFlight = cut < 0 ? [] : inFlight.slice(cut + 1)
+          if (cut >= 0) {
+            closeRequested = new LocalClose({ reason: batch[cut]!.disconnect! })
+            current.end(closeRequested)
+            return
+          }
+        }
+      }).pipe(Effect.catchAll((e) => Effect.sync(() => current.end(e))))
+
+    const processor = (current: Link, handshake: Queue.Queue<HandshakeMessage | LinkEnd>) =>
+      Effect.gen(function*() {
+        while (true) {
+          const items = yield* Queue.takeBetween(current.inbox, 1, 512)
+          current.drained()
+          const deliver: Array<PacketReceived> = []
+          let end: CloseReason | undefined
+          for (const item of items) {
+            if (item instanceof LinkEnd) {
+              end = item.reason
+              handshake.unsafeOffer(item)
+              break
+            }
+            if (item._tag === "HandshakeProof" || item._tag === "HandshakeVerdict" || item._tag === "HandshakeData") {
+              handshake.unsafeOffer(item)
+              continue
+            }
+            if (item._tag === "Hello") {
+              end = new ProtocolMismatch({ reason: "unexpected second Hello" })
+              break
+            }
+            if (item._tag === "Reject") {
+              end = new RemoteRejected({ reason: item.reason })
+              break
+            }
+            if (!deps.canReceive(item._tag, trusted)) {
+              counters.droppedGated++
+              yield* Effect.logDebug(`dropped ${item._tag} from untrusted channel`)
+              continue
+            }
+            deliver.push({ channel, packet: item })
+            if (item._tag === "Disconnect") {
+              end = new RemoteDisconnected({ reason: item.reason })
+              break
+            }
+          }
+          if (deliver.length > 0) yield* deps.publishPackets(deliver)
+          if (end !== undefined) {
+            current.end(end)
+            return end
+          }
+        }
+      })
+
+    /** Runs one link until it ends; returns why. */
+    const runLink = (current: Link) =>
+      Effect.scoped(
+        Effect.gen(function*() {
+          link = current
+          yield* Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              link = undefined
+            }).pipe(Effect.zipRight(current.stream.destroy))
+          )
+          const handshake = yield* Queue.unbounded<HandshakeMessage | LinkEnd>()
+          const proc = yield* Effect.forkScoped(processor(current, handshake))
+          if (closeRequested !== undefined) current.end(closeRequested)
+          const outcome = yield* Effect.raceFirst(
+            deps.trustPhase(current, info.direction === "outbound", handshake).pipe(
+              Effect.timeoutFail({
+                duration: deps.handshakeTimeoutMillis,
+                onTimeout: () => new HandshakeTimeout({ millis: deps.handshakeTimeoutMillis })
+              }),
+              Effect.either
+            ),
+            Fiber.join(proc).pipe(Effect.map((reason) => ({ _tag: "Ended" as const, reason })))
+          )
+          if (outcome._tag === "Ended") return outcome.reason
+          if (outcome._tag === "Left") {
+            const reason = outcome.left
+            if (reason._tag === "HandshakeFailed" || reason._tag === "HandshakeTimeout") {
+              yield* current.write([encodeFrame(Reject.make({ reason: reason.message }))]).pipe(Effect.ignore)
+            }
+            current.end(reason)
+            return yield* Fiber.join(proc)
+          }
+          yield* setState(outcome.right ? "trusted" : "untrusted")
+          yield* Effect.forkScoped(writer(current))
+          return yield* Fiber.join(proc)
+        })
+      )
+
+    const finish = (reason: CloseReason) =>
+      Effect.gen(function*() {
+        isClosed = true
+        const undelivered = [...inFlight, ...Chunk.toArray(yield* Queue.takeAll(outbox))]
+        inFlight = []
+        const failure = closedError(reason.message)
+        for (const i of undelivered) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.fail(failure))
+        yield* Queue.shutdown(outbox)
+        yield* Deferred.fail(trustedSignal, failure)
+        if (undelivered.length > 0) {
+          yield* Effect.logWarning(`${undelivered.length} queued packets not delivered: ${reason.message}`)
+        }
+        yield* setState("closed", reason)
+        yield* Deferred.succeed(closed, reason)
+      })
+
+    const run = (first: Link): Effect.Effect<CloseReason> =>
+      Effect.gen(function*() {
+        let current = first
+        while (true) {
+          const reason = yield* runLink(current)
+          const retryable = reason._tag === "ConnectionLost" && info.direction === "outbound" &&
+            closeRequested === undefined
+          if (!retryable) return reason
+          yield* Effect.logWarning(`connection lost (${reason.detail}); re-dialling`)
+          yield* setState("reconnecting", reason)
+          const next = yield* deps.redial.pipe(
+            Effect.tapError((e) => Effect.logInfo(`re-dial failed: ${e.message}`)),
+            Effect.retry(deps.retrySchedule),
+            Effect.either
+          )
+          if (closeRequested !== undefined) {
+            if (next._tag === "Right") yield* next.right.stream.destroy
+            return closeRequested
+          }
+          if (next._tag === "Left") return new ConnectionLost({ detail: `${reason.detail}; re-dial gave up: ${next.left.message}` })
+          yield* setState("handshaking")
+          current = next.right
+        }
+      }).pipe(
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) ? finish(exit.value) : finish(new LocalClose({ reason: "network shut down" }))
+        ),
+        Effect.annotateLogs({ peer: info.remoteId, address: `${info.address}:${info.port}`, direction: info.direction })
+      )
+
+    return { channel, run } satisfies ChannelRuntime
+  })
+

@@ -1,0 +1,33 @@
+/**
+ * effect-p2pnet public API: the services and layers users compose, the packet and error schemas, and the wire codec.
+ */
+export * from "./schema/ids.js"
+export * from "./schema/packets.js"
+export * from "./schema/handshake.js"
+export * from "./schema/errors.js"
+export * from "./schema/settings.js"
+export {
+  decodeBody,
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeFrame,
+  FrameReader,
+  parsePreamble,
+  preamble,
+  PROTOCOL_VERSION
+} from "./schema/wire.js"
+export type { FrameValue } from "./schema/wire.js"
+export { NetworkConfig, networkSettingsFromEnv, logSettingsFromEnv } from "./layers/Settings.js"
+export { NodeIdentity, generateKeys, keysFromPem, loadOrCreateKeys, nodeIdFromPublicKey, verifySignature } from "./layers/NodeIdentity.js"
+export type { NodeKeys } from "./layers/NodeIdentity.js"
+export { IncomingTrust, policyGate, isEnhancedKind } from "./layers/IncomingTrust.js"
+export { TrustHandshake, Verdict, defaultHandshake, transcript } from "./layers/TrustHandshake.js"
+export type { HandshakeContext } from "./layers/TrustHandshake.js"
+export { SecureSession } from "./layers/SecureSession.js"
+export { PeerRegistry, NetworkEvent } from "./layers/PeerRegistry.js"
+export { PeerNetwork } from "./layers/PeerNetwork.js"
+export type { PendingPeer, DialError } from "./layers/PeerNetwork.js"
+export { networkLayer, networkLayerWith, networkLayerConfig } from "./layers/Network.js"
+export type { NetworkOverrides } from "./layers/Network.js"
+export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"
+export type { PeerChannel, ChannelState, ChannelStats, PacketReceived } from "./actors/PeerChannel.js"
+export type { ByteStream, Receiver } from "./actors/Connection.js"

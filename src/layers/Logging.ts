@@ -1,0 +1,30 @@
+/**
+ * Logging for the node: pretty lines for people or JSON lines (`P2P_LOG_FORMAT=json`), a minimum level, and an
+ * optional JSON-lines file. Subsystems annotate their logs with `category` (LAN, Bootstrap, Peers), `peer` and
+ * `address`.
+ */
+import { PlatformLogger } from "@effect/platform"
+import { NodeFileSystem } from "@effect/platform-node"
+import { Effect, Layer, Logger, LogLevel } from "effect"
+import { LogSettings } from "../schema/settings.js"
+import { logSettingsFromEnv } from "./Settings.js"
+
+/** The log category annotation key and the original's categories. */
+export const Category = { LAN: "LAN", Bootstrap: "Bootstrap", Peers: "Peers" } as const
+
+export const loggingLayer = (settings: Partial<ConstructorParameters<typeof LogSettings>[0]> = {}): Layer.Layer<never> => {
+  const s = LogSettings.make(settings)
+  const console = s.format === "json" ? Logger.json : Logger.pretty
+  const level = Logger.minimumLogLevel(LogLevel.fromLiteral(s.level))
+  if (s.file === "") return Layer.merge(console, level)
+  const file = Logger.addScoped(Logger.jsonLogger.pipe(PlatformLogger.toFile(s.file))).pipe(
+    Layer.provide(NodeFileSystem.layer),
+    Layer.orDie
+  )
+  return Layer.mergeAll(console, level, file)
+}
+
+/** Logging configured from P2P_LOG_LEVEL, P2P_LOG_FORMAT and P2P_LOG_FILE. */
+export const loggingLayerConfig: Layer.Layer<never> = Layer.unwrapEffect(
+  Effect.map(logSettingsFromEnv, loggingLayer).pipe(Effect.orDie)
+)

@@ -1,0 +1,53 @@
+/**
+ * Ready-made compositions of the PeerNetwork layer with its default services. Each default can be overridden by
+ * passing a layer for it (a test's trust handshake, fixed keys, a policy), so users never rebuild the wiring.
+ */
+import { Layer } from "effect"
+import type { KeyFileError, ListenFailed } from "../schema/errors.js"
+import { IncomingTrust } from "./IncomingTrust.js"
+import { NodeIdentity } from "./NodeIdentity.js"
+import { PeerNetwork } from "./PeerNetwork.js"
+import { PeerRegistry } from "./PeerRegistry.js"
+import { SecureSession } from "./SecureSession.js"
+import { NetworkConfig } from "./Settings.js"
+import { TrustHandshake } from "./TrustHandshake.js"
+
+export interface NetworkOverrides {
+  readonly identity?: Layer.Layer<NodeIdentity, KeyFileError, NetworkConfig>
+  readonly trust?: Layer.Layer<IncomingTrust, never, NetworkConfig>
+  readonly handshake?: Layer.Layer<TrustHandshake>
+  readonly secure?: Layer.Layer<SecureSession>
+  readonly packetBuffer?: number
+}
+
+/**
+ * PeerNetwork and PeerRegistry from a NetworkConfig, with defaults for everything else.
+ *
+ * @example
+ * const Node = networkLayer({ handshake: Layer.succeed(TrustHandshake, { run: () => Effect.succeed(Verdict.Trusted()) }) })
+ *   .pipe(Layer.provide(NetworkConfig.layer({ port: 0, host: "127.0.0.1" })))
+ */
+export const networkLayer = (
+  overrides: NetworkOverrides = {}
+): Layer.Layer<PeerNetwork | PeerRegistry, ListenFailed | KeyFileError, NetworkConfig> =>
+  PeerNetwork.layer.pipe(
+    Layer.provideMerge(PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })),
+    Layer.provide(
+      Layer.mergeAll(
+        overrides.identity ?? NodeIdentity.layerConfig,
+        overrides.trust ?? IncomingTrust.layer,
+        overrides.handshake ?? TrustHandshake.layer,
+        overrides.secure ?? SecureSession.plain
+      )
+    )
+  )
+
+/** A whole network from plain settings (the NetworkConfig is included). */
+export const networkLayerWith = (
+  settings: Parameters<typeof NetworkConfig.layer>[0] = {},
+  overrides: NetworkOverrides = {}
+) => networkLayer(overrides).pipe(Layer.provideMerge(NetworkConfig.layer(settings)))
+
+/** A whole network configured from P2P_* environment variables. */
+export const networkLayerConfig = (overrides: NetworkOverrides = {}) =>
+  networkLayer(overrides).pipe(Layer.provideMerge(NetworkConfig.layerConfig))

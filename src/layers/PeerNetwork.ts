@@ -1,0 +1,328 @@
+/**
+ * PeerNetwork, the entry point: listens, dials, runs every channel as a fiber in one FiberSet, and applies the
+ * incoming-peer policy (blocked peers, self-connections, queue- or event-based placement, the trust handshake).
+ * Everything it opens belongs to the layer's scope.
+ */
+import { Context, Deferred, Effect, FiberSet, Layer, Queue, Ref, Schedule, SynchronizedRef } from "effect"
+import type * as net from "node:net"
+import type { ByteStream } from "../actors/Connection.js"
+import { dialTcp, socketStream } from "../actors/Connection.js"
+import type { Link } from "../actors/Link.js"
+import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
+import type { ChannelCounters } from "../actors/Link.js"
+import { listenTcp } from "../actors/Listener.js"
+import type { ChannelState, PeerChannel } from "../actors/PeerChannel.js"
+import { makePeerChannel } from "../actors/PeerChannel.js"
+import type { ChannelClosed, CloseReason, DialFailed, FrameTooLarge, ListenFailed, NotTrusted, PeerNotFound } from "../schema/errors.js"
+import { HandshakeFailed, HandshakeTimeout, LocalClose, PeerBlocked, ProtocolMismatch } from "../schema/errors.js"
+import { Reject } from "../schema/handshake.js"
+import type { HandshakeMessage } from "../schema/handshake.js"
+import type { NodeId } from "../schema/ids.js"
+import type { Packet } from "../schema/packets.js"
+import { encodeFrame } from "../schema/wire.js"
+import { IncomingTrust } from "./IncomingTrust.js"
+import { Category } from "./Logging.js"
+import { NodeIdentity } from "./NodeIdentity.js"
+import { NetworkEvent, PeerRegistry } from "./PeerRegistry.js"
+import { SecureSession } from "./SecureSession.js"
+import { NetworkConfig } from "./Settings.js"
+import { TrustHandshake } from "./TrustHandshake.js"
+
+/** An inbound peer held by queue-based placement until the application decides. */
+export interface PendingPeer {
+  readonly address: string
+  readonly port: number
+  readonly id: NodeId
+  readonly accept: Effect.Effect<void>
+  readonly reject: (reason: string) => Effect.Effect<void>
+}
+
+export type DialError = DialFailed | PeerBlocked | CloseReason
+
+export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<PeerNetwork, {
+  readonly id: NodeId
+  /** The TCP port actually listened on (0 when not listening). */
+  readonly port: number
+  /**
+   * Connects to a peer and returns its channel once the Hello exchange is done (trust follows: see
+   * `PeerChannel.awaitTrusted`). If a channel to that node already exists, that channel is returned.
+   */
+  readonly dial: (address: string, port: number) => Effect.Effect<PeerChannel, DialError>
+  readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
+  readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
+  readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
+  readonly send: (
+    id: NodeId,
+    packet: Packet
+  ) => Effect.Effect<void, PeerNotFound | NotTrusted | ChannelClosed | FrameTooLarge>
+  /** Queue-based placement: the next inbound peer waiting for a decision. */
+  readonly incoming: Effect.Effect<PendingPeer>
+  readonly registry: PeerRegistry["Type"]
+}>() {
+  static readonly layer: Layer.Layer<
+    PeerNetwork,
+    ListenFailed,
+    NetworkConfig | NodeIdentity | IncomingTrust | TrustHandshake | SecureSession | PeerRegistry
+  > = Layer.scoped(this, Effect.suspend(() => make))
+}
+
+const make = Effect.gen(function*() {
+  const settings = yield* NetworkConfig
+  const keys = yield* NodeIdentity
+  const trust = yield* IncomingTrust
+  const handshake = yield* TrustHandshake
+  const secure = yield* SecureSession
+  const registry = yield* PeerRegistry
+  const clock = yield* Effect.clock
+  // every connection and channel fiber lives here; closing the layer's scope interrupts them all
+  const fibers = yield* FiberSet.make<unknown, never>()
+  const run = yield* FiberSet.runtime(fibers)<never>()
+  const keyCounter = yield* Ref.make(0)
+  const pending = yield* Queue.bounded<PendingPeer>(trust.policy.incomingQueueCapacity)
+  const dialing = yield* SynchronizedRef.make(new Map<string, Deferred.Deferred<PeerChannel, DialError>>())
+  const placement = trust.policy.incomingPeerPlacement
+
+  const listening = settings.listen
+    ? yield* listenTcp(settings.host, settings.port, (socket) => {
+      run(accept(socket))
+    })
+    : { host: settings.host, port: 0 }
+  const listenPort = listening.port
+
+  const timeout = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+    Effect.timeoutFail(self, {
+      duration: settings.handshakeTimeoutMillis,
+      onTimeout: () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
+    })
+
+  const open = (stream: ByteStream, role: "initiator" | "responder", counters: ChannelCounters) =>
+    establish(stream, role, { settings, keys, secure, listenPort, counters }).pipe(
+      timeout,
+      Effect.tapError(() => stream.destroy)
+    )
+
+  const refuse = (link: Link, reason: string) =>
+    link.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore, Effect.zipRight(link.stream.destroy))
+
+  const trustPhase = (link: Link, initiator: boolean, queue: Queue.Queue<HandshakeMessage | LinkEnd>) =>
+    Effect.gen(function*() {
+      if (!trust.policy.runDefaultTrustProtocol) return trust.policy.allowEnhancedPacketExchange
+      const verdict = yield* handshake.run({
+        initiator,
+        local: keys,
+        localHello: link.localHello,
+        remoteHello: link.remoteHello,
+        settings,
+        send: (m) => link.write([encodeFrame(m)]),
+        receive: Effect.flatMap(Queue.take(queue), (item) =>
+          item instanceof LinkEnd
+            ? Effect.fail(new HandshakeFailed({ reason: `connection ended: ${item.reason.message}` }))
+            : Effect.succeed(item))
+      })
+      if (verdict._tag === "Rejected") return yield* new HandshakeFailed({ reason: verdict.reason })
+      return verdict._tag === "Trusted"
+    })
+
+  const onState = (channel: PeerChannel, state: ChannelState, reason: CloseReason | undefined) =>
+    Effect.gen(function*() {
+      switch (state) {
+        case "handshaking":
+          yield* Effect.logInfo(`channel ${channel.direction} open, handshaking`)
+          break
+        case "trusted":
+          yield* Effect.logInfo("channel trusted")
+          break
+        case "untrusted":
+          yield* Effect.logInfo("channel open, not trusted")
+          break
+        case "reconnecting":
+          yield* Effect.logWarning(`channel reconnecting: ${reason?.message ?? ""}`)
+          break
+        case "closed":
+          yield* registry.unregister(channel)
+          yield* Effect.logInfo(`channel closed: ${reason?._tag ?? "?"}: ${reason?.message ?? ""}`)
+          break
+      }
+      yield* registry.publish(NetworkEvent.ChannelStateChanged({ channel, state, reason }))
+    })
+
+  const retrySchedule = settings.reconnectBackoff === "fixed"
+    ? Schedule.spaced(settings.reconnectDelayMillis).pipe(Schedule.intersect(Schedule.recurs(settings.reconnectRetries)))
+    : Schedule.exponential(settings.reconnectDelayMillis).pipe(
+      Schedule.jittered,
+      Schedule.intersect(Schedule.recurs(settings.reconnectRetries))
+    )
+
+  const makeChannel = (
+    link: Link,
+    counters: ChannelCounters,
+    direction: "inbound" | "outbound",
+    address: string,
+    port: number
+  ) =>
+    Effect.gen(function*() {
+      const key = yield* Ref.updateAndGet(keyCounter, (n) => n + 1)
+      const remoteId = link.remoteHello.nodeId
+      return yield* makePeerChannel(
+        {
+          key,
+          direction,
+          address,
+          port,
+          remoteId,
+          remoteListenPort: link.remoteHello.listenPort,
+          initiatorId: direction === "outbound" ? keys.id : remoteId
+        },
+        {
+          localId: keys.id,
+          maxFrameBytes: settings.maxFrameBytes,
+          outboxCapacity: settings.outboxCapacity,
+          handshakeTimeoutMillis: settings.handshakeTimeoutMillis,
+          canSend: trust.canSend,
+          canReceive: trust.canReceive,
+          trustPhase,
+          publishPackets: registry.publishPackets,
+          onState,
+          redial: Effect.gen(function*() {
+            const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
+            const next = yield* open(socketStream(socket), "initiator", counters)
+            if (next.remoteHello.nodeId !== remoteId) {
+              yield* refuse(next, "unexpected identity")
+              return yield* new ProtocolMismatch({
+                reason: `peer at ${address}:${port} is now ${next.remoteHello.nodeId}, expected ${remoteId}`
+              })
+            }
+            return next
+          }),
+          retrySchedule,
+          counters
+        }
+      )
+    })
+
+  /** Checks common to both directions once the remote's Hello is known; fails after telling the remote why. */
+  const admit = (link: Link) =>
+    Effect.gen(function*() {
+      const id = link.remoteHello.nodeId
+      if (id === keys.id) {
+        yield* refuse(link, "connected to itself")
+        return yield* new LocalClose({ reason: "connected to itself" })
+      }
+      if (yield* registry.isBlockedId(id)) {
+        yield* refuse(link, "blocked")
+        return yield* new PeerBlocked({ target: id })
+      }
+    })
+
+  const dialOnce = (address: string, port: number) =>
+    Effect.gen(function*() {
+      if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
+      const counters = makeCounters(clock.unsafeCurrentTimeMillis())
+      const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
+      const stream = socketStream(socket)
+      const link = yield* open(stream, "initiator", counters)
+      yield* admit(link)
+      const rt = yield* makeChannel(link, counters, "outbound", stream.remoteAddress, port)
+      const winner = yield* registry.register(rt.channel)
+      if (winner !== rt.channel) {
+        yield* refuse(link, "duplicate channel")
+        return winner
+      }
+      run(rt.run(link).pipe(Effect.annotateLogs({ category: Category.Peers })))
+      return rt.channel
+    }).pipe(
+      Effect.withSpan("PeerNetwork.dial", { attributes: { address, port } }),
+      Effect.annotateLogs({ category: Category.Peers, address: `${address}:${port}` })
+    )
+
+  const dial = (address: string, port: number): Effect.Effect<PeerChannel, DialError> =>
+    Effect.gen(function*() {
+      const existing = (yield* registry.channels).find((c) =>
+        c.address === address && (c.remoteListenPort === port || (c.direction === "outbound" && c.port === port))
+      )
+      if (existing !== undefined) return existing
+      const key = `${address}:${port}`
+      const mine = yield* Deferred.make<PeerChannel, DialError>()
+      const inProgress = yield* SynchronizedRef.modify(dialing, (m) => {
+        const d = m.get(key)
+        if (d !== undefined) return [d, m] as const
+        return [undefined, new Map(m).set(key, mine)] as const
+      })
+      if (inProgress !== undefined) return yield* Deferred.await(inProgress)
+      return yield* dialOnce(address, port).pipe(
+        Effect.exit,
+        Effect.tap((exit) => Deferred.done(mine, exit)),
+        Effect.ensuring(SynchronizedRef.update(dialing, (m) => {
+          const n = new Map(m)
+          n.delete(key)
+          return n
+        })),
+        Effect.flatten
+      )
+    })
+
+  const accept = (socket: net.Socket) => {
+    const stream = socketStream(socket)
+    const where = `${stream.remoteAddress}:${stream.remotePort}`
+    return Effect.gen(function*() {
+      if (yield* registry.isBlockedAddress(stream.remoteAddress)) {
+        yield* stream.destroy
+        return yield* new PeerBlocked({ target: stream.remoteAddress })
+      }
+      const counters = makeCounters(clock.unsafeCurrentTimeMillis())
+      const link = yield* open(stream, "responder", counters)
+      yield* admit(link)
+      const id = link.remoteHello.nodeId
+      if (placement !== "QueueBased") {
+        yield* registry.publish(NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id }))
+      }
+      if (placement !== "EventBased") {
+        const decision = yield* Deferred.make<string | undefined>()
+        const held: PendingPeer = {
+          address: stream.remoteAddress,
+          port: stream.remotePort,
+          id,
+          accept: Deferred.succeed(decision, undefined).pipe(Effect.asVoid),
+          reject: (reason) => Deferred.succeed(decision, reason).pipe(Effect.asVoid)
+        }
+        if (!pending.unsafeOffer(held)) {
+          yield* refuse(link, "inbound queue full")
+          return yield* new LocalClose({ reason: "inbound queue full" })
+        }
+        const refused = yield* Deferred.await(decision).pipe(timeout, Effect.tapError(() => refuse(link, "not accepted in time")))
+        if (refused !== undefined) {
+          yield* refuse(link, refused)
+          return yield* new LocalClose({ reason: `rejected by the application: ${refused}` })
+        }
+      }
+      const rt = yield* makeChannel(link, counters, "inbound", stream.remoteAddress, stream.remotePort)
+      const winner = yield* registry.register(rt.channel)
+      if (winner !== rt.channel) {
+        yield* refuse(link, "duplicate channel")
+        return yield* new LocalClose({ reason: "duplicate channel" })
+      }
+      yield* rt.run(link)
+    }).pipe(
+      Effect.catchAll((e) => Effect.logInfo(`inbound connection refused: ${e._tag}: ${e.message}`)),
+      Effect.onInterrupt(() => stream.destroy),
+      Effect.annotateLogs({ category: Category.Peers, address: where })
+    )
+  }
+
+  yield* Effect.logInfo(`node ${keys.id} listening on ${listening.host}:${listenPort}`).pipe(
+    Effect.annotateLogs({ category: Category.Peers })
+  )
+
+  return PeerNetwork.of({
+    id: keys.id,
+    port: listenPort,
+    dial,
+    channels: registry.channels,
+    trustedChannels: registry.trustedChannels,
+    channel: registry.channel,
+    send: (id, packet) => Effect.flatMap(registry.channel(id), (c) => c.send(packet)),
+    incoming: Queue.take(pending),
+    registry
+  })
+})
+

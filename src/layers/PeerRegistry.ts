@@ -1,0 +1,205 @@
+/**
+ * The PeerNetwork's state: known peers, active channels (at most one per remote node), blocked addresses and
+ * identifiers, and the event and packet PubSubs. Channels are registered here after their Hello; the duplicate
+ * tie-break lives in `register`.
+ */
+import { Context, Data, Effect, Layer, PubSub, Ref, Scope, Stream } from "effect"
+import type { ChannelState, PacketReceived, PeerChannel } from "../actors/PeerChannel.js"
+import type { CloseReason } from "../schema/errors.js"
+import { PeerBlocked, PeerNotFound } from "../schema/errors.js"
+import type { NodeId } from "../schema/ids.js"
+import { PeerAddress } from "../schema/ids.js"
+
+export type NetworkEvent = Data.TaggedEnum<{
+  PeerAdded: { readonly peer: PeerAddress }
+  PeerRemoved: { readonly peer: PeerAddress }
+  ChannelStateChanged: {
+    readonly channel: PeerChannel
+    readonly state: ChannelState
+    readonly reason: CloseReason | undefined
+  }
+  /** Event-based placement: an inbound peer completed its Hello. */
+  IncomingPeer: { readonly address: string; readonly port: number; readonly id: NodeId }
+}>
+export const NetworkEvent = Data.taggedEnum<NetworkEvent>()
+
+interface State {
+  readonly known: ReadonlyMap<string, PeerAddress>
+  readonly channels: ReadonlyMap<NodeId, PeerChannel>
+  readonly blockedAddresses: ReadonlySet<string>
+  readonly blockedIds: ReadonlySet<string>
+}
+
+const knownKey = (p: PeerAddress) => p.id ?? `${p.address}:${p.port}`
+
+export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<PeerRegistry, {
+  readonly known: Effect.Effect<ReadonlyArray<PeerAddress>>
+  /** Adds or updates a known peer; fails if its address or identifier is blocked. */
+  readonly addKnown: (peer: PeerAddress) => Effect.Effect<void, PeerBlocked>
+  /** Forgets a known peer by identifier or "address:port". */
+  readonly removeKnown: (key: string) => Effect.Effect<boolean>
+  readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
+  readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
+  readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
+  /**
+   * Registers a channel after its Hello and returns the one that survives. When a channel to the same node exists,
+   * the one initiated by the smaller NodeId is kept; between two opened by the same node, the newer. A replaced
+   * channel is closed with reason "duplicate channel".
+   */
+  readonly register: (channel: PeerChannel) => Effect.Effect<PeerChannel>
+  readonly unregister: (channel: PeerChannel) => Effect.Effect<void>
+  readonly isBlockedAddress: (address: string) => Effect.Effect<boolean>
+  readonly isBlockedId: (id: string) => Effect.Effect<boolean>
+  /** Blocks an address: refuses it at accept and dial, and closes its channels. */
+  readonly blockAddress: (address: string) => Effect.Effect<void>
+  readonly unblockAddress: (address: string) => Effect.Effect<void>
+  /** Blocks an identifier: refuses it after Hello, closes its channel and forgets it. */
+  readonly blockId: (id: NodeId) => Effect.Effect<void>
+  readonly unblockId: (id: NodeId) => Effect.Effect<void>
+  readonly elevate: (id: NodeId) => Effect.Effect<void, PeerNotFound>
+  readonly demote: (id: NodeId) => Effect.Effect<void, PeerNotFound>
+  readonly publish: (event: NetworkEvent) => Effect.Effect<void>
+  readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
+  readonly events: Stream.Stream<NetworkEvent>
+  /** Subscribes now (so nothing published after this returns is missed), for the life of the scope. */
+  readonly subscribeEvents: Effect.Effect<Stream.Stream<NetworkEvent>, never, Scope.Scope>
+  readonly packets: Stream.Stream<PacketReceived>
+  readonly subscribePackets: Effect.Effect<Stream.Stream<PacketReceived>, never, Scope.Scope>
+}>() {
+  static readonly layer = (options: { readonly packetBuffer?: number } = {}) => Layer.scoped(this, make(options))
+}
+
+const make = (options: { readonly packetBuffer?: number }) =>
+  Effect.gen(function*() {
+    const state = yield* Ref.make<State>({
+      known: new Map(),
+      channels: new Map(),
+      blockedAddresses: new Set(),
+      blockedIds: new Set()
+    })
+    const events = yield* Effect.acquireRelease(PubSub.unbounded<NetworkEvent>(), PubSub.shutdown)
+    // packets apply back-pressure: a slow subscriber slows the channels, which stop reading their sockets
+    const packets = yield* Effect.acquireRelease(
+      PubSub.bounded<PacketReceived>(options.packetBuffer ?? 8192),
+      PubSub.shutdown
+    )
+    const publish = (e: NetworkEvent) => PubSub.publish(events, e).pipe(Effect.asVoid)
+
+    const addKnown = (peer: PeerAddress) =>
+      Effect.gen(function*() {
+        const s = yield* Ref.get(state)
+        if (s.blockedAddresses.has(peer.address)) return yield* new PeerBlocked({ target: peer.address })
+        if (peer.id !== null && s.blockedIds.has(peer.id)) return yield* new PeerBlocked({ target: peer.id })
+        const key = knownKey(peer)
+        const isNew = yield* Ref.modify(state, (s) => {
+          const known = new Map(s.known)
+          const had = known.has(key)
+          known.set(key, peer)
+          return [!had, { ...s, known }] as const
+        })
+        if (isNew) yield* publish(NetworkEvent.PeerAdded({ peer }))
+      })
+
+    const removeKnown = (key: string) =>
+      Effect.gen(function*() {
+        const removed = yield* Ref.modify(state, (s) => {
+          const peer = s.known.get(key)
+          if (peer === undefined) return [undefined, s] as const
+          const known = new Map(s.known)
+          known.delete(key)
+          return [peer, { ...s, known }] as const
+        })
+        if (removed !== undefined) yield* publish(NetworkEvent.PeerRemoved({ peer: removed }))
+        return removed !== undefined
+      })
+
+    const channelsWhere = (f: (c: PeerChannel) => boolean) =>
+      Effect.map(Ref.get(state), (s) => [...s.channels.values()].filter(f))
+
+    const findChannel = (id: NodeId) =>
+      Effect.flatMap(Ref.get(state), (s) => {
+        const c = s.channels.get(id)
+        return c === undefined || c.isClosed() ? Effect.fail(new PeerNotFound({ peer: id })) : Effect.succeed(c)
+      })
+
+    const register = (channel: PeerChannel) =>
+      Effect.gen(function*() {
+        const [winner, loser] = yield* Ref.modify(state, (s) => {
+          const existing = s.channels.get(channel.remoteId)
+          const keepNew = existing === undefined || existing.isClosed() ||
+            (existing.initiatorId === channel.initiatorId ? true : channel.initiatorId < existing.initiatorId)
+          if (!keepNew) return [[existing, undefined] as const, s] as const
+          const channels = new Map(s.channels)
+          channels.set(channel.remoteId, channel)
+          return [[channel, existing] as const, { ...s, channels }] as const
+        })
+        if (loser !== undefined && !loser.isClosed()) {
+          yield* Effect.forkDaemon(loser.close(`duplicate channel: keeping the one initiated by ${winner.initiatorId}`))
+        }
+        if (winner === channel) {
+          yield* addKnown(
+            PeerAddress.make({
+              address: channel.address as PeerAddress["address"],
+              port: channel.remoteListenPort as PeerAddress["port"],
+              id: channel.remoteId
+            })
+          ).pipe(Effect.ignore)
+        }
+        return winner
+      })
+
+    const unregister = (channel: PeerChannel) =>
+      Ref.update(state, (s) => {
+        if (s.channels.get(channel.remoteId) !== channel) return s
+        const channels = new Map(s.channels)
+        channels.delete(channel.remoteId)
+        return { ...s, channels }
+      })
+
+    const closeWhere = (f: (c: PeerChannel) => boolean, reason: string) =>
+      Effect.flatMap(channelsWhere(f), Effect.forEach((c) => c.close(reason), { discard: true }))
+
+    return PeerRegistry.of({
+      known: Effect.map(Ref.get(state), (s) => [...s.known.values()]),
+      addKnown,
+      removeKnown,
+      channels: channelsWhere((c) => !c.isClosed()),
+      channel: findChannel,
+      trustedChannels: channelsWhere((c) => c.isTrusted()),
+      register,
+      unregister,
+      isBlockedAddress: (a) => Effect.map(Ref.get(state), (s) => s.blockedAddresses.has(a)),
+      isBlockedId: (id) => Effect.map(Ref.get(state), (s) => s.blockedIds.has(id)),
+      blockAddress: (address) =>
+        Ref.update(state, (s) => ({ ...s, blockedAddresses: new Set(s.blockedAddresses).add(address) })).pipe(
+          Effect.zipRight(closeWhere((c) => c.address === address, "address blocked")),
+          Effect.zipRight(Effect.logInfo(`blocked address ${address}`))
+        ),
+      unblockAddress: (address) =>
+        Ref.update(state, (s) => {
+          const blockedAddresses = new Set(s.blockedAddresses)
+          blockedAddresses.delete(address)
+          return { ...s, blockedAddresses }
+        }),
+      blockId: (id) =>
+        Ref.update(state, (s) => ({ ...s, blockedIds: new Set(s.blockedIds).add(id) })).pipe(
+          Effect.zipRight(closeWhere((c) => c.remoteId === id, "identifier blocked")),
+          Effect.zipRight(removeKnown(id)),
+          Effect.zipRight(Effect.logInfo(`blocked identifier ${id}`))
+        ),
+      unblockId: (id) =>
+        Ref.update(state, (s) => {
+          const blockedIds = new Set(s.blockedIds)
+          blockedIds.delete(id)
+          return { ...s, blockedIds }
+        }),
+      elevate: (id) => Effect.flatMap(findChannel(id), (c) => c.setTrusted(true)),
+      demote: (id) => Effect.flatMap(findChannel(id), (c) => c.setTrusted(false)),
+      publish,
+      publishPackets: (batch) => PubSub.publishAll(packets, batch).pipe(Effect.asVoid),
+      events: Stream.fromPubSub(events),
+      subscribeEvents: Effect.map(PubSub.subscribe(events), Stream.fromQueue),
+      packets: Stream.fromPubSub(packets),
+      subscribePackets: Effect.map(PubSub.subscribe(packets), Stream.fromQueue)
+    })
+  })

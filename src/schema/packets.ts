@@ -1,0 +1,100 @@
+/**
+ * The application packets of the original P2PNet (reference spec section 1.2), as Schema classes.
+ * Every packet carries its origin identifier and origin time; these classes are the typed values the rest of the
+ * library passes around. Their byte layout on the wire is defined by schema/wire.ts and docs/protocol.md.
+ */
+import { Schema } from "effect"
+import { IpAddress, NodeId, PeerAddress, Port } from "./ids.js"
+
+/** Origin time travels as integer milliseconds since the Unix epoch (UTC). */
+const OriginTime = Schema.DateTimeUtcFromNumber
+
+const origin = {
+  origin: NodeId,
+  sentAt: OriginTime
+}
+
+/** "Who I am / where to connect": the sender's listening address and port. */
+export class Identity extends Schema.TaggedClass<Identity>()("Identity", {
+  message: Schema.String,
+  address: IpAddress,
+  port: Port,
+  ...origin
+}) {}
+
+/** Asks the receiver to close the channel; `reason` says why. Implemented here, unlike the original (B22). */
+export class Disconnect extends Schema.TaggedClass<Disconnect>()("Disconnect", {
+  address: Schema.String,
+  port: Port,
+  reason: Schema.String,
+  data: Schema.Record({ key: Schema.String, value: Schema.String }),
+  ...origin
+}) {}
+
+/** A share of known peers (the original's CollectionSharePacket). */
+export class PeerGroup extends Schema.TaggedClass<PeerGroup>()("PeerGroup", {
+  peers: Schema.Array(PeerAddress),
+  ...origin
+}) {}
+
+/** What a DataTransmission payload is (the original's DataPayloadFormat: File=0, Task=1, MiscData=2). */
+export const PayloadFormat = Schema.Literal("File", "Task", "MiscData")
+export type PayloadFormat = typeof PayloadFormat.Type
+
+/** Raw bytes with a payload format. On the wire the bytes travel as a binary attachment, never base64. */
+export class DataTransmission extends Schema.TaggedClass<DataTransmission>()("DataTransmission", {
+  format: PayloadFormat,
+  data: Schema.Uint8ArrayFromSelf,
+  ...origin
+}) {}
+
+/** A plain text message. */
+export class PureMessage extends Schema.TaggedClass<PureMessage>()("PureMessage", {
+  message: Schema.String,
+  ...origin
+}) {}
+
+/** Every application packet kind. */
+export const Packet = Schema.Union(Identity, Disconnect, PeerGroup, DataTransmission, PureMessage)
+export type Packet = typeof Packet.Type
+export type PacketKind = Packet["_tag"]
+export const packetKinds: ReadonlyArray<PacketKind> = [
+  "Identity",
+  "Disconnect",
+  "PeerGroup",
+  "DataTransmission",
+  "PureMessage"
+]
+
+/** TaskType of the original, with the same numbers (spec 1.2, HEAD table). */
+export const TaskType = Schema.Literal(
+  "BlockAndRemovePeer",
+  "BlockIP",
+  "SendMessage",
+  "PingPeer",
+  "DisconnectPeer",
+  "AuthorizePeer",
+  "RevokePeerAuthorization",
+  "RequestData",
+  "SendData",
+  "SynchronizeData",
+  "UpdateSettings",
+  "RequestVerifyHashRecord",
+  "RequestVerifySignature",
+  "RequestPublicKey",
+  "BootstrapInitialization",
+  "Heartbeat",
+  "HeartbeatResponse",
+  "SetLocalIdentifier",
+  "AssignIdentifierToPeer"
+)
+export type TaskType = typeof TaskType.Type
+/** The original's integer for each TaskType (index in the list above). */
+export const taskTypeNumber = (t: TaskType): number => TaskType.literals.indexOf(t)
+
+/** A network task (block a peer, send a message, sync data...). Carried inside a DataTransmission of format Task. */
+export class NetworkTask extends Schema.TaggedClass<NetworkTask>()("NetworkTask", {
+  taskType: TaskType,
+  taskData: Schema.Record({ key: Schema.String, value: Schema.String }),
+  ...origin
+}) {}

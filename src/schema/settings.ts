@@ -1,0 +1,68 @@
+/**
+ * Plain-value settings of a peer network, with the original's defaults where it had one. Users pass these when
+ * composing layers in code (`NetworkSettings.make({ port: 0 })`); the node program reads them from environment
+ * variables through layers/Settings.ts (names in README.md).
+ */
+import { Schema } from "effect"
+
+/** How inbound peers are placed (the original's IncomingPeerMode): announced by event, held in a queue, or both. */
+export const IncomingPeerPlacement = Schema.Literal("EventBased", "QueueBased", "QueueAndEventBased")
+export type IncomingPeerPlacement = typeof IncomingPeerPlacement.Type
+
+/** IncomingPeerTrustPolicy of the original (spec 4.1), with its defaults. */
+export class IncomingPeerTrustPolicy extends Schema.Class<IncomingPeerTrustPolicy>("IncomingPeerTrustPolicy")({
+  /** Receive Disconnect and PureMessage from untrusted channels. */
+  allowDefaultCommunication: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  /** Receive Identity, PeerGroup and DataTransmission from untrusted channels (and trust channels without a handshake). */
+  allowEnhancedPacketExchange: Schema.optionalWith(Schema.Boolean, { default: () => false }),
+  /** Run the TrustHandshake service on every new channel. */
+  runDefaultTrustProtocol: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  incomingPeerPlacement: Schema.optionalWith(IncomingPeerPlacement, { default: () => "EventBased" as const }),
+  /** Queue-based placement: how many inbound peers may wait for a decision; more are refused. */
+  incomingQueueCapacity: Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => 64 })
+}) {}
+
+const int = (d: number) => Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => d })
+
+export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSettings")({
+  /** Network name; peers of other networks are refused during the handshake. */
+  network: Schema.optionalWith(Schema.String, { default: () => "p2pnet" }),
+  /** Optional pre-shared network key; when set, peers must prove they know it. */
+  networkKey: Schema.optionalWith(Schema.String, { default: () => "" }),
+  /** Address the listener binds. */
+  host: Schema.optionalWith(Schema.String, { default: () => "0.0.0.0" }),
+  /** TCP listening port; 0 lets the OS pick a free one (observable as PeerNetwork.port). */
+  port: Schema.optionalWith(Schema.Int.pipe(Schema.between(0, 65535)), { default: () => 0 }),
+  /** Accept inbound connections at all. */
+  listen: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  /** File holding the node's Ed25519 private key (PKCS#8 PEM); created when missing. Empty: a fresh key per run. */
+  keyFile: Schema.optionalWith(Schema.String, { default: () => "" }),
+  /** Largest frame accepted or sent, checked before allocating. */
+  maxFrameBytes: int(16 * 1024 * 1024),
+  /** Packets a channel's outbox holds before senders wait (back-pressure). */
+  outboxCapacity: int(1024),
+  /** Decoded frames a channel holds before it stops reading its socket. */
+  inboxCapacity: int(4096),
+  /** Frames per second a peer may send before it is closed as flooding; 0 disables the limit. */
+  maxFramesPerSecond: int(500_000),
+  connectTimeoutMillis: int(5_000),
+  /** Time from connect to the end of the trust handshake. */
+  handshakeTimeoutMillis: int(10_000),
+  /** Re-dials of a dropped outbound channel (original: 3). */
+  reconnectRetries: int(3),
+  /** Delay between re-dials (original: 4000 ms). */
+  reconnectDelayMillis: int(4_000),
+  /** "fixed" as the original, or "exponential" (doubling from reconnectDelayMillis, with jitter). */
+  reconnectBackoff: Schema.optionalWith(Schema.Literal("fixed", "exponential"), { default: () => "fixed" as const }),
+  trust: Schema.optionalWith(IncomingPeerTrustPolicy, { default: () => IncomingPeerTrustPolicy.make({}) })
+}) {}
+
+export const LogFormat = Schema.Literal("pretty", "json")
+export class LogSettings extends Schema.Class<LogSettings>("LogSettings")({
+  level: Schema.optionalWith(Schema.Literal("All", "Trace", "Debug", "Info", "Warning", "Error", "Fatal", "None"), {
+    default: () => "Info" as const
+  }),
+  format: Schema.optionalWith(LogFormat, { default: () => "pretty" as const }),
+  /** Also append JSON lines to this file when non-empty. */
+  file: Schema.optionalWith(Schema.String, { default: () => "" })
+}) {}

@@ -1,0 +1,183 @@
+/**
+ * Wire protocol v1: an 8-byte preamble, then length-prefixed frames (see docs/protocol.md for the byte layout).
+ * Pure functions and a small incremental frame reader; no Effects here. The reader enforces the maximum frame size
+ * before allocating and never throws on any input.
+ */
+import { Either, ParseResult, Schema } from "effect"
+import { FrameNotJson, FrameTooLarge, FrameTruncated, InvalidPacket, UnknownPacketKind } from "./errors.js"
+import type { FrameError } from "./errors.js"
+import { HandshakeData, HandshakeProof, HandshakeVerdict, Hello, Reject } from "./handshake.js"
+import { DataTransmission, Disconnect, Identity, PeerGroup, PureMessage } from "./packets.js"
+import type { Packet } from "./packets.js"
+
+export const PROTOCOL_VERSION = 1
+/** "P2PNET" followed by the protocol version as an unsigned 16-bit big-endian integer. */
+export const PREAMBLE_MAGIC = Buffer.from("P2PNET", "ascii")
+export const PREAMBLE_LENGTH = 8
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+export const preamble = (version: number = PROTOCOL_VERSION): Buffer => {
+  const b = Buffer.alloc(PREAMBLE_LENGTH)
+  PREAMBLE_MAGIC.copy(b, 0)
+  b.writeUInt16BE(version, 6)
+  return b
+}
+
+/** Reads a preamble: the remote's version, or a reason it is not a P2PNET peer. */
+export const parsePreamble = (bytes: Uint8Array): Either.Either<number, string> => {
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (b.length < PREAMBLE_LENGTH || !b.subarray(0, 6).equals(PREAMBLE_MAGIC)) {
+    return Either.left("not a P2PNET peer (missing \"P2PNET\" preamble)")
+  }
+  return Either.right(b.readUInt16BE(6))
+}
+
+/** Everything that can travel in a frame. */
+export type FrameValue = Packet | Hello | HandshakeProof | HandshakeVerdict | HandshakeData | Reject
+
+const classes = {
+  Identity,
+  Disconnect,
+  PeerGroup,
+  DataTransmission,
+  PureMessage,
+  Hello,
+  HandshakeProof,
+  HandshakeVerdict,
+  HandshakeData,
+  Reject
+} as const
+type Kind = keyof typeof classes
+
+const decoders = Object.fromEntries(
+  Object.entries(classes).map(([k, c]) => [k, Schema.decodeUnknownEither(c as Schema.Schema<any, any>)])
+) as Record<Kind, (u: unknown) => Either.Either<FrameValue, ParseResult.ParseError>>
+const encoders = Object.fromEntries(
+  Object.entries(classes).map(([k, c]) => [k, Schema.encodeSync(c as Schema.Schema<any, any>)])
+) as Record<Kind, (v: FrameValue) => Record<string, unknown>>
+
+const isKind = (k: string): k is Kind => Object.prototype.hasOwnProperty.call(classes, k)
+
+const EMPTY = new Uint8Array(0)
+
+/**
+ * Encodes one value as a complete frame: u32 body length, u32 header length, UTF-8 JSON header, binary attachment.
+ * Only DataTransmission has an attachment (its `data`, as raw bytes).
+ */
+export const encodeFrame = (value: FrameValue): Buffer => {
+  const encoded = encoders[value._tag](value)
+  let attachment: Uint8Array = EMPTY
+  if (value._tag === "DataTransmission") {
+    attachment = value.data
+    delete encoded.data
+  }
+  const header = Buffer.from(JSON.stringify(encoded), "utf8")
+  const frame = Buffer.allocUnsafe(8 + header.length + attachment.length)
+  frame.writeUInt32BE(4 + header.length + attachment.length, 0)
+  frame.writeUInt32BE(header.length, 4)
+  header.copy(frame, 8)
+  if (attachment.length > 0) frame.set(attachment, 8 + header.length)
+  return frame
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+
+/** Decodes a frame body (the bytes after the 4-byte length). Never throws. */
+export const decodeBody = (body: Uint8Array): Either.Either<FrameValue, FrameError> => {
+  if (body.length < 4) return Either.left(new FrameNotJson({ detail: "frame shorter than its header length field" }))
+  const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
+  const headerLength = view.getUint32(0)
+  if (headerLength > body.length - 4) {
+    return Either.left(new FrameNotJson({ detail: `header length ${headerLength} exceeds frame body` }))
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(utf8.decode(body.subarray(4, 4 + headerLength)))
+  } catch (e) {
+    return Either.left(new FrameNotJson({ detail: e instanceof Error ? e.message : String(e) }))
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return Either.left(new InvalidPacket({ kind: "frame", detail: "header is not a JSON object" }))
+  }
+  const tag = (json as Record<string, unknown>)["_tag"]
+  if (typeof tag !== "string") return Either.left(new UnknownPacketKind({ kind: String(tag) }))
+  if (!isKind(tag)) return Either.left(new UnknownPacketKind({ kind: tag }))
+  const attachment = body.subarray(4 + headerLength)
+  if (tag === "DataTransmission") {
+    ;(json as Record<string, unknown>)["data"] = attachment
+  } else if (attachment.length > 0) {
+    return Either.left(new InvalidPacket({ kind: tag, detail: `unexpected ${attachment.length}-byte attachment` }))
+  }
+  return Either.mapLeft(
+    decoders[tag](json),
+    (e) => new InvalidPacket({ kind: tag, detail: ParseResult.TreeFormatter.formatErrorSync(e) })
+  )
+}
+
+/**
+ * Incremental reader: feed it socket chunks, get whole frame bodies. Handles frames split across chunks and many
+ * frames in one chunk; small frames inside one chunk are returned without copying. The length prefix is checked
+ * against `maxFrameBytes` before any buffer is allocated.
+ */
+export class FrameReader {
+  private head = Buffer.alloc(4)
+  private headFill = 0
+  private body: Buffer | undefined
+  private bodyFill = 0
+  constructor(readonly maxFrameBytes: number) {}
+
+  /** Bytes of an incomplete frame currently held. */
+  get buffered(): number {
+    return this.headFill + this.bodyFill
+  }
+
+  /** Splits `chunk` into frame bodies, calling `onBody` for each; returns an error as soon as a frame is too large. */
+  push(chunk: Uint8Array, onBody: (body: Uint8Array) => void): FrameTooLarge | undefined {
+    let offset = 0
+    const n = chunk.length
+    while (offset < n) {
+      if (this.body === undefined) {
+        // fast path: a whole length prefix available in this chunk
+        if (this.headFill === 0 && n - offset >= 4) {
+          const len = (chunk[offset]! << 24 >>> 0) + (chunk[offset + 1]! << 16) + (chunk[offset + 2]! << 8) +
+            chunk[offset + 3]!
+          if (len > this.maxFrameBytes) return new FrameTooLarge({ size: len, max: this.maxFrameBytes })
+          offset += 4
+          if (n - offset >= len) {
+            onBody(chunk.subarray(offset, offset + len))
+            offset += len
+            continue
+          }
+          this.body = Buffer.allocUnsafe(len)
+          this.bodyFill = 0
+          continue
+        }
+        while (this.headFill < 4 && offset < n) this.head[this.headFill++] = chunk[offset++]!
+        if (this.headFill < 4) return undefined
+        const len = this.head.readUInt32BE(0)
+        this.headFill = 0
+        if (len > this.maxFrameBytes) return new FrameTooLarge({ size: len, max: this.maxFrameBytes })
+        this.body = Buffer.allocUnsafe(len)
+        this.bodyFill = 0
+      }
+      const take = Math.min(this.body.length - this.bodyFill, n - offset)
+      this.body.set(chunk.subarray(offset, offset + take), this.bodyFill)
+      this.bodyFill += take
+      offset += take
+      if (this.bodyFill === this.body.length) {
+        const done = this.body
+        this.body = undefined
+        this.bodyFill = 0
+        onBody(done)
+      }
+    }
+    return undefined
+  }
+
+  /** Called at end of stream: an incomplete frame is a truncation. */
+  end(): FrameTruncated | undefined {
+    if (this.body !== undefined) return new FrameTruncated({ expected: this.body.length, received: this.bodyFill })
+    if (this.headFill > 0) return new FrameTruncated({ expected: 4, received: this.headFill })
+    return undefined
+  }
+}
