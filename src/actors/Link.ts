@@ -50,6 +50,8 @@ export interface Link {
   /** Stops reading and appends a LinkEnd (first reason wins). */
   readonly end: (reason: CloseReason) => void
   readonly write: (frames: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
+  /** Responder only: sends our Hello, admitting the initiator (it waits for it). A no-op for the initiator. */
+  readonly admit: Effect.Effect<void, ConnectionLost>
 }
 
 /** Reads the remote's 8-byte preamble; bytes after it stay held in the stream. */
@@ -81,7 +83,8 @@ export interface EstablishOptions {
 
 /**
  * Runs the connection-opening sequence of docs/protocol.md on a fresh stream: preamble both ways, session upgrade,
- * Hello both ways. A wrong preamble or version is answered with a Reject frame before failing.
+ * the initiator's Hello. The responder's Hello is sent by `admit`, after the responder has decided to accept (or a
+ * Reject instead). A wrong preamble or version is answered with a Reject frame before failing.
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function*() {
@@ -108,7 +111,9 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       listenPort: opts.listenPort as Hello["listenPort"]
     })
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
-    yield* secured.write([encodeFrame(localHello)])
+    const sendHello = secured.write([encodeFrame(localHello)])
+    // the initiator introduces itself first; the responder answers only once it has admitted the initiator
+    if (role === "initiator") yield* sendHello
     const first = yield* Queue.take(inbox)
     partial.drained()
     if (first instanceof LinkEnd) return yield* Effect.fail(first.reason)
@@ -119,7 +124,12 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     if (first.version !== PROTOCOL_VERSION) {
       return yield* new ProtocolMismatch({ reason: `Hello announces version ${first.version}` })
     }
-    return { ...partial, localHello, remoteHello: first } satisfies Link
+    return {
+      ...partial,
+      localHello,
+      remoteHello: first,
+      admit: role === "responder" ? sendHello : Effect.void
+    } satisfies Link
   })
 
 const attach = (

@@ -127,6 +127,8 @@ export const makePeerChannel = (
     const trustedSignal = yield* Deferred.make<void, ChannelClosed>()
     const counters = deps.counters
     let trusted = false
+    // the trust a reconnecting channel had before the drop: what it accepts into its outbox meanwhile
+    let trustedBeforeDrop = false
     let isClosed = false
     let link: Link | undefined
     let inFlight: Array<OutboxItem> = []
@@ -138,6 +140,8 @@ export const makePeerChannel = (
       Effect.gen(function*() {
         const previous = yield* SubscriptionRef.getAndSet(stateRef, state)
         if (previous === state) return
+        if (state === "reconnecting") trustedBeforeDrop = trusted
+        else if (state !== "handshaking") trustedBeforeDrop = false
         trusted = state === "trusted"
         if (trusted) yield* Deferred.succeed(trustedSignal, undefined)
         yield* deps.onState(channel, state, reason)
@@ -146,7 +150,7 @@ export const makePeerChannel = (
     const enqueue = (packet: Packet, written: OutboxItem["written"]) =>
       Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge> => {
         if (isClosed) return Effect.fail(closedError("closed"))
-        if (!deps.canSend(packet._tag, trusted)) {
+        if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop)) {
           return Effect.fail(new NotTrusted({ kind: packet._tag, peer: label }))
         }
         const bytes = encodeFrame(packet)
@@ -206,7 +210,7 @@ export const makePeerChannel = (
         bytesOut: counters.bytesOut,
         droppedGated: counters.droppedGated,
         lastIncomingAt: counters.lastIncomingAt,
-        outboxSize: Option.getOrElse(outbox.unsafeSize(), () => 0)
+        outboxSize: Math.max(0, Option.getOrElse(outbox.unsafeSize(), () => 0))
       })),
       setTrusted: (t) => (isClosed ? Effect.void : setState(t ? "trusted" : "untrusted"))
     }
@@ -338,6 +342,7 @@ export const makePeerChannel = (
     const run = (first: Link): Effect.Effect<CloseReason> =>
       Effect.gen(function*() {
         let current = first
+        yield* deps.onState(channel, "handshaking", undefined)
         while (true) {
           const reason = yield* runLink(current)
           const retryable = reason._tag === "ConnectionLost" && info.direction === "outbound" &&

@@ -201,7 +201,7 @@ const make = Effect.gen(function*() {
     })
 
   /** Checks common to both directions once the remote's Hello is known; fails after telling the remote why. */
-  const admit = (link: Link) =>
+  const screen = (link: Link) =>
     Effect.gen(function*() {
       const id = link.remoteHello.nodeId
       if (id === keys.id) {
@@ -221,7 +221,7 @@ const make = Effect.gen(function*() {
       const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
       const stream = socketStream(socket)
       const link = yield* open(stream, "initiator", counters)
-      yield* admit(link)
+      yield* screen(link)
       const rt = yield* makeChannel(link, counters, "outbound", stream.remoteAddress, port)
       const winner = yield* registry.register(rt.channel)
       if (winner !== rt.channel) {
@@ -271,7 +271,7 @@ const make = Effect.gen(function*() {
       }
       const counters = makeCounters(clock.unsafeCurrentTimeMillis())
       const link = yield* open(stream, "responder", counters)
-      yield* admit(link)
+      yield* screen(link)
       const id = link.remoteHello.nodeId
       if (placement !== "QueueBased") {
         yield* registry.publish(NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id }))
@@ -295,6 +295,7 @@ const make = Effect.gen(function*() {
           return yield* new LocalClose({ reason: `rejected by the application: ${refused}` })
         }
       }
+      yield* link.admit
       const rt = yield* makeChannel(link, counters, "inbound", stream.remoteAddress, stream.remotePort)
       const winner = yield* registry.register(rt.channel)
       if (winner !== rt.channel) {

@@ -22,7 +22,10 @@ export const networkSettingsFromEnv = Effect.gen(function*() {
     network: str("P2P_NETWORK", d.network),
     networkKey: str("P2P_NETWORK_KEY", d.networkKey),
     host: str("P2P_HOST", d.host),
-    port: Config.port("P2P_PORT").pipe(Config.withDefault(d.port)),
+    port: Config.integer("P2P_PORT").pipe(
+      Config.validate({ message: "expected a port number from 0 to 65535 (0: any free port)", validation: (n) => n >= 0 && n <= 65535 }),
+      Config.withDefault(d.port)
+    ),
     listen: bool("P2P_LISTEN", d.listen),
     keyFile: str("P2P_KEY_FILE", d.keyFile),
     maxFrameBytes: int("P2P_MAX_FRAME_BYTES", d.maxFrameBytes),
