@@ -18,7 +18,7 @@ describe("PeerNetwork", () => {
       assert.strictEqual(ac.remoteId, c.id)
       assert.strictEqual(bc.remoteId, c.id)
       // the remote side sees the same channel, trusted
-      const ba = yield* b.channel(a.id)
+      const ba = yield* b.awaitChannel(a.id)
       yield* ba.awaitTrusted
       const sent = packetsFrom(a.id)
       for (const p of sent) yield* ab.send(p)

@@ -17,11 +17,9 @@ const delivered = (receiverPolicy: Parameters<typeof IncomingTrust.layerPolicy>[
     const receiver = yield* startNode({}, { handshake: NeverTrust, trust: IncomingTrust.layerPolicy(receiverPolicy) })
     const sender = yield* startNode({}, { handshake: NeverTrust, trust: OpenGate })
     const packets = yield* receiver.registry.subscribePackets
-    const events = yield* receiver.registry.subscribeEvents
     const channel = yield* sender.dial("127.0.0.1", receiver.port)
-    const inbound = yield* receiver.channel(sender.id)
-    yield* waitFor(events, (e) =>
-      e._tag === "ChannelStateChanged" && e.channel === inbound && e.state === "untrusted" ? Option.some(e) : Option.none())
+    const inbound = yield* receiver.awaitChannel(sender.id)
+    assert.strictEqual(yield* inbound.state, "untrusted")
     assert.isFalse(channel.isTrusted())
     for (const p of packetsFrom(sender.id)) yield* channel.send(p)
     // the Disconnect (last) closes the channel on both sides; everything before it has been processed by then
@@ -62,7 +60,7 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       for (const p of packetsFrom(sender.id).slice(0, 4)) yield* channel.sendAndAwait(p)
       // a dropped Disconnect does not close the channel; the sender closes it, and the receiver has counted all five
       yield* channel.sendAndAwait(packetsFrom(sender.id)[4]!)
-      const inbound = yield* receiver.channel(sender.id)
+      const inbound = yield* receiver.awaitChannel(sender.id)
       const reason = yield* inbound.awaitClosed
       const stats = yield* inbound.stats
       assert.strictEqual(stats.droppedGated, 5)
@@ -109,11 +107,16 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       )
       const a = yield* startNode({}, { handshake: Refuse })
       const b = yield* startNode()
-      const channel = yield* a.dial("127.0.0.1", b.port)
-      const reason = yield* channel.awaitClosed
+      const events = yield* b.registry.subscribeEvents
+      const reason = yield* Effect.flip(a.dial("127.0.0.1", b.port))
       assert.strictEqual(reason._tag, "HandshakeFailed")
       assert.include(reason.message, "not on the guest list")
       assert.strictEqual((yield* a.channels).length, 0)
+      // b was told why
+      const closed = yield* waitFor(events, (e) =>
+        e._tag === "ChannelStateChanged" && e.state === "closed" ? Option.fromNullable(e.reason) : Option.none())
+      assert.strictEqual(closed._tag, "RemoteRejected")
+      assert.include(closed.message, "not on the guest list")
     }))
 
   it.scoped("the default handshake refuses a peer of another network and one without the network key", () =>
@@ -122,9 +125,9 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       const other = yield* startNode({ network: "elsewhere", networkKey: "s3cret" })
       const keyless = yield* startNode({ network: "home" })
       const friend = yield* startNode({ network: "home", networkKey: "s3cret" })
-      const r1 = yield* Effect.flatMap(other.dial("127.0.0.1", home.port), (c) => c.awaitClosed)
+      const r1 = yield* Effect.flip(other.dial("127.0.0.1", home.port))
       assert.include(r1.message, "network mismatch")
-      const r2 = yield* Effect.flatMap(keyless.dial("127.0.0.1", home.port), (c) => c.awaitClosed)
+      const r2 = yield* Effect.flip(keyless.dial("127.0.0.1", home.port))
       assert.include(r2.message, "network key")
       const ok = yield* friend.dial("127.0.0.1", home.port)
       yield* ok.awaitTrusted

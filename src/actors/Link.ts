@@ -20,7 +20,9 @@ import type { SecureSession } from "../layers/SecureSession.js"
 export class LinkEnd {
   constructor(readonly reason: CloseReason) {}
 }
-export type InboxItem = FrameValue | LinkEnd
+/** Put in the inbox by the channel once its trust phase has decided: held packets can now be gated. */
+export const TRUST_DECIDED = { _tag: "TrustDecided" } as const
+export type InboxItem = FrameValue | LinkEnd | typeof TRUST_DECIDED
 
 /** Mutable per-channel counters; read through PeerChannel.stats. */
 export interface ChannelCounters {
@@ -118,11 +120,14 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     partial.drained()
     if (first instanceof LinkEnd) return yield* Effect.fail(first.reason)
     if (first._tag === "Reject") return yield* new RemoteRejected({ reason: first.reason })
+    if (first._tag === "TrustDecided") return yield* new ProtocolMismatch({ reason: "unreachable" })
     if (first._tag !== "Hello") {
       return yield* new ProtocolMismatch({ reason: `expected Hello as first frame, got ${first._tag}` })
     }
     if (first.version !== PROTOCOL_VERSION) {
-      return yield* new ProtocolMismatch({ reason: `Hello announces version ${first.version}` })
+      const reason = `Hello announces version ${first.version}; this node speaks ${PROTOCOL_VERSION}`
+      yield* secured.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore)
+      return yield* new ProtocolMismatch({ reason })
     }
     return {
       ...partial,

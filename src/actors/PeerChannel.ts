@@ -14,7 +14,7 @@ import { Disconnect } from "../schema/packets.js"
 import type { Packet } from "../schema/packets.js"
 import { encodeFrame } from "../schema/wire.js"
 import type { ChannelCounters, Link } from "./Link.js"
-import { LinkEnd } from "./Link.js"
+import { LinkEnd, TRUST_DECIDED } from "./Link.js"
 
 export type ChannelState = "handshaking" | "untrusted" | "trusted" | "reconnecting" | "closed"
 
@@ -95,6 +95,9 @@ export interface ChannelDeps {
     handshake: Queue.Queue<HandshakeMessage | LinkEnd>
   ) => Effect.Effect<boolean, CloseReason>
   readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
+  /** Registers the channel after its trust phase; returns the channel kept for that peer. */
+  readonly register: (channel: PeerChannel) => Effect.Effect<PeerChannel>
+  readonly inboxCapacity: number
   readonly onState: (channel: PeerChannel, state: ChannelState, reason: CloseReason | undefined) => Effect.Effect<void>
   /** Outbound only: opens a new link to the same peer. */
   readonly redial: Effect.Effect<Link, CloseReason | DialFailed>
@@ -106,6 +109,11 @@ export interface ChannelRuntime {
   readonly channel: PeerChannel
   /** Runs the channel until it is closed for good; returns why. Never fails. */
   readonly run: (first: Link) => Effect.Effect<CloseReason>
+  /**
+   * Completes once the first trust phase has decided and the channel is registered: with this channel, or with the
+   * channel that was kept instead of it (duplicate); fails with the reason if it closed before.
+   */
+  readonly opened: Effect.Effect<PeerChannel, CloseReason>
 }
 
 export const makePeerChannel = (
@@ -125,6 +133,7 @@ export const makePeerChannel = (
     const stateRef = yield* SubscriptionRef.make<ChannelState>("handshaking")
     const closed = yield* Deferred.make<CloseReason>()
     const trustedSignal = yield* Deferred.make<void, ChannelClosed>()
+    const opened = yield* Deferred.make<PeerChannel, CloseReason>()
     const counters = deps.counters
     let trusted = false
     // the trust a reconnecting channel had before the drop: what it accepts into its outbox meanwhile
@@ -241,21 +250,41 @@ export const makePeerChannel = (
         }
       }).pipe(Effect.catchAll((e) => Effect.sync(() => current.end(e))))
 
-    const processor = (current: Link, handshake: Queue.Queue<HandshakeMessage | LinkEnd>) =>
+    /**
+     * Gates and publishes what the link decoded. Until the trust phase has decided, application packets are held
+     * (a peer may send them right behind its verdict) and gated afterwards with the trust that was decided.
+     */
+    const processor = (current: Link, handshake: Queue.Queue<HandshakeMessage | LinkEnd>, phase: { decided: boolean }) =>
       Effect.gen(function*() {
+        const held: Array<Packet> = []
         while (true) {
           const items = yield* Queue.takeBetween(current.inbox, 1, 512)
           current.drained()
           const deliver: Array<PacketReceived> = []
           let end: CloseReason | undefined
+          const gate = (packet: Packet) => {
+            if (!deps.canReceive(packet._tag, trusted)) {
+              counters.droppedGated++
+              return false
+            }
+            deliver.push({ channel, packet })
+            if (packet._tag === "Disconnect") end = new RemoteDisconnected({ reason: packet.reason })
+            return true
+          }
           for (const item of items) {
             if (item instanceof LinkEnd) {
               end = item.reason
               handshake.unsafeOffer(item)
               break
             }
+            if (item._tag === TRUST_DECIDED._tag) {
+              for (const p of held.splice(0)) if (gate(p) && end !== undefined) break
+              if (end !== undefined) break
+              continue
+            }
             if (item._tag === "HandshakeProof" || item._tag === "HandshakeVerdict" || item._tag === "HandshakeData") {
-              handshake.unsafeOffer(item)
+              if (!phase.decided) handshake.unsafeOffer(item)
+              else yield* Effect.logDebug(`ignored ${item._tag} after the trust handshake`)
               continue
             }
             if (item._tag === "Hello") {
@@ -266,16 +295,16 @@ export const makePeerChannel = (
               end = new RemoteRejected({ reason: item.reason })
               break
             }
-            if (!deps.canReceive(item._tag, trusted)) {
-              counters.droppedGated++
-              yield* Effect.logDebug(`dropped ${item._tag} from untrusted channel`)
+            if (!phase.decided) {
+              if (held.length >= deps.inboxCapacity) {
+                end = new ProtocolMismatch({ reason: "too many packets before the trust handshake completed" })
+                break
+              }
+              held.push(item)
               continue
             }
-            deliver.push({ channel, packet: item })
-            if (item._tag === "Disconnect") {
-              end = new RemoteDisconnected({ reason: item.reason })
-              break
-            }
+            gate(item)
+            if (end !== undefined) break
           }
           if (deliver.length > 0) yield* deps.publishPackets(deliver)
           if (end !== undefined) {
@@ -296,7 +325,8 @@ export const makePeerChannel = (
             }).pipe(Effect.zipRight(current.stream.destroy))
           )
           const handshake = yield* Queue.unbounded<HandshakeMessage | LinkEnd>()
-          const proc = yield* Effect.forkScoped(processor(current, handshake))
+          const phase = { decided: false }
+          const proc = yield* Effect.forkScoped(processor(current, handshake, phase))
           if (closeRequested !== undefined) current.end(closeRequested)
           const outcome = yield* Effect.raceFirst(
             deps.trustPhase(current, info.direction === "outbound", handshake).pipe(
@@ -310,6 +340,9 @@ export const makePeerChannel = (
           )
           if (outcome._tag === "Ended") return outcome.reason
           if (outcome._tag === "Left") {
+            // when the connection itself failed first, that is the reason, and there is no one to tell
+            const ended = yield* Fiber.poll(proc)
+            if (Option.isSome(ended) && Exit.isSuccess(ended.value)) return ended.value.value
             const reason = outcome.left
             if (reason._tag === "HandshakeFailed" || reason._tag === "HandshakeTimeout") {
               yield* current.write([encodeFrame(Reject.make({ reason: reason.message }))]).pipe(Effect.ignore)
@@ -317,7 +350,19 @@ export const makePeerChannel = (
             current.end(reason)
             return yield* Fiber.join(proc)
           }
+          // register only now: a newcomer never displaces a channel before it has passed the trust phase
+          const winner = yield* deps.register(channel)
+          if (winner !== channel) {
+            yield* Deferred.succeed(opened, winner)
+            const reason = new LocalClose({ reason: `duplicate channel: keeping the one initiated by ${winner.initiatorId}` })
+            yield* current.write([encodeFrame(Reject.make({ reason: "duplicate channel" }))]).pipe(Effect.ignore)
+            current.end(reason)
+            return yield* Fiber.join(proc)
+          }
+          phase.decided = true
           yield* setState(outcome.right ? "trusted" : "untrusted")
+          current.inbox.unsafeOffer(TRUST_DECIDED)
+          yield* Deferred.succeed(opened, channel)
           yield* Effect.forkScoped(writer(current))
           return yield* Fiber.join(proc)
         })
@@ -332,6 +377,7 @@ export const makePeerChannel = (
         for (const i of undelivered) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.fail(failure))
         yield* Queue.shutdown(outbox)
         yield* Deferred.fail(trustedSignal, failure)
+        yield* Deferred.fail(opened, reason)
         if (undelivered.length > 0) {
           yield* Effect.logWarning(`${undelivered.length} queued packets not delivered: ${reason.message}`)
         }
@@ -370,6 +416,6 @@ export const makePeerChannel = (
         Effect.annotateLogs({ peer: info.remoteId, address: `${info.address}:${info.port}`, direction: info.direction })
       )
 
-    return { channel, run } satisfies ChannelRuntime
+    return { channel, run, opened: Deferred.await(opened) } satisfies ChannelRuntime
   })
 

@@ -44,13 +44,17 @@ export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<PeerNe
   /** The TCP port actually listened on (0 when not listening). */
   readonly port: number
   /**
-   * Connects to a peer and returns its channel once the Hello exchange is done (trust follows: see
-   * `PeerChannel.awaitTrusted`). If a channel to that node already exists, that channel is returned.
+   * Connects to a peer and returns its channel once the trust handshake has decided (the channel is then trusted,
+   * or open but untrusted when the handshake or policy says so). If a channel to that node already exists, or one
+   * opened by the peer at the same moment wins the tie-break, that channel is returned. Fails with the reason when
+   * the peer refuses or the handshake fails.
    */
   readonly dial: (address: string, port: number) => Effect.Effect<PeerChannel, DialError>
   readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
   readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
   readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
+  /** Waits until a channel to `id` is open (dialled by either side) and returns it. */
+  readonly awaitChannel: (id: NodeId) => Effect.Effect<PeerChannel>
   readonly send: (
     id: NodeId,
     packet: Packet
@@ -182,6 +186,8 @@ const make = Effect.gen(function*() {
           canReceive: trust.canReceive,
           trustPhase,
           publishPackets: registry.publishPackets,
+          register: registry.register,
+          inboxCapacity: settings.inboxCapacity,
           onState,
           redial: Effect.gen(function*() {
             const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
@@ -212,6 +218,14 @@ const make = Effect.gen(function*() {
         yield* refuse(link, "blocked")
         return yield* new PeerBlocked({ target: id })
       }
+      // checked for every connection, whatever trust handshake runs
+      if (link.remoteHello.network !== settings.network) {
+        const reason = `network mismatch: peer is in ${JSON.stringify(link.remoteHello.network)}, this node in ${
+          JSON.stringify(settings.network)
+        }`
+        yield* refuse(link, reason)
+        return yield* new HandshakeFailed({ reason })
+      }
     })
 
   const dialOnce = (address: string, port: number) =>
@@ -223,13 +237,8 @@ const make = Effect.gen(function*() {
       const link = yield* open(stream, "initiator", counters)
       yield* screen(link)
       const rt = yield* makeChannel(link, counters, "outbound", stream.remoteAddress, port)
-      const winner = yield* registry.register(rt.channel)
-      if (winner !== rt.channel) {
-        yield* refuse(link, "duplicate channel")
-        return winner
-      }
       run(rt.run(link).pipe(Effect.annotateLogs({ category: Category.Peers })))
-      return rt.channel
+      return yield* rt.opened
     }).pipe(
       Effect.withSpan("PeerNetwork.dial", { attributes: { address, port } }),
       Effect.annotateLogs({ category: Category.Peers, address: `${address}:${port}` })
@@ -297,11 +306,6 @@ const make = Effect.gen(function*() {
       }
       yield* link.admit
       const rt = yield* makeChannel(link, counters, "inbound", stream.remoteAddress, stream.remotePort)
-      const winner = yield* registry.register(rt.channel)
-      if (winner !== rt.channel) {
-        yield* refuse(link, "duplicate channel")
-        return yield* new LocalClose({ reason: "duplicate channel" })
-      }
       yield* rt.run(link)
     }).pipe(
       Effect.catchAll((e) => Effect.logInfo(`inbound connection refused: ${e._tag}: ${e.message}`)),
@@ -321,6 +325,7 @@ const make = Effect.gen(function*() {
     channels: registry.channels,
     trustedChannels: registry.trustedChannels,
     channel: registry.channel,
+    awaitChannel: registry.awaitChannel,
     send: (id, packet) => Effect.flatMap(registry.channel(id), (c) => c.send(packet)),
     incoming: Queue.take(pending),
     registry

@@ -40,6 +40,8 @@ export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<Peer
   readonly removeKnown: (key: string) => Effect.Effect<boolean>
   readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
   readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
+  /** Waits until a channel to `id` is open (its trust phase done) and returns it. */
+  readonly awaitChannel: (id: NodeId) => Effect.Effect<PeerChannel>
   readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
   /**
    * Registers a channel after its Hello and returns the one that survives. When a channel to the same node exists,
@@ -126,6 +128,7 @@ const make = (options: { readonly packetBuffer?: number }) =>
       Effect.gen(function*() {
         const [winner, loser] = yield* Ref.modify(state, (s) => {
           const existing = s.channels.get(channel.remoteId)
+          if (existing === channel) return [[channel, undefined] as const, s] as const
           const keepNew = existing === undefined || existing.isClosed() ||
             (existing.initiatorId === channel.initiatorId ? true : channel.initiatorId < existing.initiatorId)
           if (!keepNew) return [[existing, undefined] as const, s] as const
@@ -159,7 +162,18 @@ const make = (options: { readonly packetBuffer?: number }) =>
     const closeWhere = (f: (c: PeerChannel) => boolean, reason: string) =>
       Effect.flatMap(channelsWhere(f), Effect.forEach((c) => c.close(reason), { discard: true }))
 
+    const awaitChannel = (id: NodeId): Effect.Effect<PeerChannel> =>
+      Effect.scoped(Effect.gen(function*() {
+        const subscription = yield* PubSub.subscribe(events)
+        while (true) {
+          const found = yield* Effect.option(findChannel(id))
+          if (found._tag === "Some") return found.value
+          yield* subscription.take
+        }
+      }))
+
     return PeerRegistry.of({
+      awaitChannel,
       known: Effect.map(Ref.get(state), (s) => [...s.known.values()]),
       addKnown,
       removeKnown,
