@@ -46,7 +46,10 @@ export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSetti
   /** Frames per second a peer may send before it is closed as flooding; 0 disables the limit. */
   maxFramesPerSecond: int(500_000),
   connectTimeoutMillis: int(5_000),
-  /** Time from connect to the end of the trust handshake. */
+  /**
+   * Limit for each opening phase, timed separately: the preamble and Hello exchange, a queue-based placement
+   * decision, and the trust handshake.
+   */
   handshakeTimeoutMillis: int(10_000),
   /** Re-dials of a dropped outbound channel (original: 3). */
   reconnectRetries: int(3),
