@@ -23,6 +23,7 @@ export class IncomingPeerTrustPolicy extends Schema.Class<IncomingPeerTrustPolic
 }) {}
 
 const int = (d: number) => Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => d })
+const positive = (d: number) => Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => d })
 
 export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSettings")({
   /** Network name; peers of other networks are refused during the handshake. */
@@ -38,11 +39,11 @@ export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSetti
   /** File holding the node's Ed25519 private key (PKCS#8 PEM); created when missing. Empty: a fresh key per run. */
   keyFile: Schema.optionalWith(Schema.String, { default: () => "" }),
   /** Largest frame accepted or sent, checked before allocating. */
-  maxFrameBytes: int(16 * 1024 * 1024),
+  maxFrameBytes: positive(16 * 1024 * 1024),
   /** Packets a channel's outbox holds before senders wait (back-pressure). */
-  outboxCapacity: int(1024),
+  outboxCapacity: positive(1024),
   /** Decoded frames a channel holds before it stops reading its socket. */
-  inboxCapacity: int(4096),
+  inboxCapacity: positive(4096),
   /** Frames per second a peer may send before it is closed as flooding; 0 disables the limit. */
   maxFramesPerSecond: int(500_000),
   connectTimeoutMillis: int(5_000),
