@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Exit, Fiber, Option, Scope, Stream } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, Layer, Option, Scope, Stream } from "effect"
+import { TrustHandshake, Verdict } from "../src/layers/TrustHandshake.js"
 import { IncomingPeerTrustPolicy } from "../src/schema/settings.js"
 import * as net from "node:net"
 import { message, startNode, waitFor } from "./support/nodes.js"
@@ -114,6 +115,31 @@ describe("channel lifecycle", () => {
       assert.isTrue(Either.isLeft(refused) && refused.left._tag === "PeerBlocked")
       assert.isTrue(Either.isLeft(yield* Effect.either(a.dial("127.0.0.1", c.port))), "c refuses inbound")
       assert.strictEqual((yield* c.channels).length, 0)
+    }))
+
+  it.scoped("a peer blocked while its handshake runs is refused when the handshake ends", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const started = yield* Deferred.make<void>()
+      const Slow = Layer.succeed(
+        TrustHandshake,
+        TrustHandshake.of({
+          run: () =>
+            Deferred.succeed(started, undefined).pipe(
+              Effect.zipRight(Deferred.await(release)),
+              Effect.as(Verdict.Trusted())
+            )
+        })
+      )
+      const b = yield* startNode({}, { handshake: Slow })
+      const a = yield* startNode({}, { handshake: Slow })
+      const dial = yield* Effect.fork(a.dial("127.0.0.1", b.port))
+      yield* Deferred.await(started)
+      yield* b.registry.blockId(a.id)
+      yield* Deferred.succeed(release, undefined)
+      const result = yield* Effect.either(Fiber.join(dial))
+      assert.isTrue(Either.isLeft(result) && result.left.message.includes("blocked"))
+      assert.strictEqual((yield* b.channels).length, 0)
     }))
 
   it.scoped("queue-based placement holds inbound peers until the application accepts or rejects them", () =>

@@ -37,8 +37,18 @@ const openConnection = (port: number, me: RawIdentity, hello: Header) =>
     return { conn, theirHello: theirs.header }
   })
 
-/** Section 8 from the peer's side: send our proof, check the node's, exchange accepting verdicts. */
-const handshake = (conn: RawConnection, me: RawIdentity, mine: Header, theirs: Header, networkKey = "") =>
+/**
+ * Section 8 from the peer's side: send our proof, check the node's, exchange accepting verdicts. `after` is written
+ * in the same write as our verdict (section 9: the node holds such packets until its trust phase has decided).
+ */
+const handshake = (
+  conn: RawConnection,
+  me: RawIdentity,
+  mine: Header,
+  theirs: Header,
+  networkKey = "",
+  after: ReadonlyArray<Uint8Array> = []
+) =>
   Effect.gen(function*() {
     yield* conn.write(encodeFrame(makeProof(me, network, mine, theirs, networkKey)))
     const proof = yield* conn.readFrame
@@ -52,7 +62,7 @@ const handshake = (conn: RawConnection, me: RawIdentity, mine: Header, theirs: H
     assert.isTrue(verifySignature(nodeKey, signed, signature), "node's proof verifies")
     const verdict = yield* conn.readFrame
     assert.deepStrictEqual(verdict.header, { _tag: "HandshakeVerdict", accepted: true, reason: "ok" })
-    yield* conn.write(encodeFrame({ _tag: "HandshakeVerdict", accepted: true, reason: "ok" }))
+    yield* conn.write(encodeFrame({ _tag: "HandshakeVerdict", accepted: true, reason: "ok" }), ...after)
   })
 
 /** The node's channel to `id` once it is trusted, from a subscription taken before the handshake. */
@@ -71,7 +81,6 @@ describe("docs/protocol.md: a client written from the document", () => {
   it.scoped("opens a connection, passes the default handshake, and exchanges packets both ways", () =>
     Effect.gen(function*() {
       const node = yield* startNode()
-      const events = yield* node.registry.subscribeEvents
       const packets = yield* node.registry.subscribePackets
       const me = makeIdentity()
       const mine = makeHello(me, network)
@@ -87,20 +96,19 @@ describe("docs/protocol.md: a client written from the document", () => {
       assert.strictEqual(nodeIdOf(nodeKey), node.id)
       assert.strictEqual(Buffer.from(String(theirHello["nonce"]), "base64").length, 32)
 
-      yield* handshake(conn, me, mine, theirHello)
-      const channel = yield* trustedChannel(events, me.id)
-      assert.isTrue(channel.isTrusted())
-
-      // section 6: a PureMessage, and a DataTransmission whose bytes are the attachment. Sent only now that the node
-      // has marked the channel trusted (section 14, known issue 1)
+      // section 6: a PureMessage, and a DataTransmission whose bytes are the attachment. Sections 8 and 9: sent in the
+      // same write as our accepting verdict, with no sign yet that the node has decided; the DataTransmission is gated
+      // and passes because the node holds it until its trust phase has decided
       const bytes = Buffer.from([0, 1, 2, 255, 128])
-      yield* conn.write(
+      yield* handshake(conn, me, mine, theirHello, "", [
         encodeFrame({ _tag: "PureMessage", message: "hello from the doc ✓", origin: me.id, sentAt }),
         encodeFrame({ _tag: "DataTransmission", format: "File", origin: me.id, sentAt }, bytes)
-      )
+      ])
       const [text, data] = yield* packets.pipe(Stream.take(2), Stream.runCollect, Effect.map((c) => [...c]))
       assert.strictEqual(text?.channel.remoteId, me.id)
-      assert.strictEqual(data?.channel.remoteId, me.id)
+      assert.strictEqual(data?.channel, text?.channel)
+      const channel = text!.channel
+      assert.isTrue(channel.isTrusted())
       const message = text!.packet
       assert(message._tag === "PureMessage")
       assert.strictEqual(message.message, "hello from the doc ✓")
@@ -244,6 +252,58 @@ describe("docs/protocol.md: a client written from the document", () => {
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
       assert.deepStrictEqual(headerOnly(yield* conn.readFrame), { _tag: "Reject", reason: "connected to itself" })
       yield* conn.awaitEnd
+    }))
+
+  it.scoped("a Hello announcing version 2 gets a Reject naming both versions instead of the node's Hello", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode()
+      const me = makeIdentity()
+      const conn = yield* connect(node.port)
+      yield* conn.write(PREAMBLE, encodeFrame({ ...makeHello(me, network), version: 2 }))
+      assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
+      assert.deepStrictEqual(headerOnly(yield* conn.readFrame), {
+        _tag: "Reject",
+        reason: "Hello announces version 2; this node speaks 1"
+      })
+      yield* conn.awaitEnd
+    }))
+
+  it.scoped("a Hello claiming a connected peer's NodeId fails the handshake and leaves that peer's channel open", () =>
+    Effect.gen(function*() {
+      const node = yield* startNode()
+      const packets = yield* node.registry.subscribePackets
+      const me = makeIdentity()
+      const mine = makeHello(me, network)
+      const { conn, theirHello } = yield* openConnection(node.port, me, mine)
+      const hi = (text: string) => encodeFrame({ _tag: "PureMessage", message: text, origin: me.id, sentAt })
+      yield* handshake(conn, me, mine, theirHello, "", [hi("first")])
+      const first = yield* packets.pipe(Stream.runHead, Effect.map(Option.getOrThrow))
+      const channel = first.channel
+
+      // section 13: the impostor's connection only counts once its trust phase has decided, which it never does
+      const impostor = makeIdentity()
+      const claimed = { ...makeHello(impostor, network), nodeId: me.id }
+      const other = yield* openConnection(node.port, impostor, claimed)
+      yield* other.conn.write(encodeFrame(makeProof(impostor, network, claimed, other.theirHello)))
+      assert.strictEqual(headerOnly(yield* other.conn.readFrame)["_tag"], "HandshakeProof")
+      const refusal = "node id does not match public key"
+      assert.deepStrictEqual(headerOnly(yield* other.conn.readFrame), {
+        _tag: "HandshakeVerdict",
+        accepted: false,
+        reason: refusal
+      })
+      assert.deepStrictEqual(headerOnly(yield* other.conn.readFrame), {
+        _tag: "Reject",
+        reason: `handshake failed: ${refusal}`
+      })
+      yield* other.conn.awaitEnd
+
+      yield* conn.write(hi("still here"))
+      const second = yield* packets.pipe(Stream.runHead, Effect.map(Option.getOrThrow))
+      assert.strictEqual(second.channel, channel)
+      assert(second.packet._tag === "PureMessage")
+      assert.strictEqual(second.packet.message, "still here")
+      assert.isFalse(channel.isClosed())
     }))
 
   it.scoped("after the handshake, a length prefix over 16 MiB closes the connection without a Reject", () =>

@@ -95,8 +95,8 @@ export interface ChannelDeps {
     handshake: Queue.Queue<HandshakeMessage | LinkEnd>
   ) => Effect.Effect<boolean, CloseReason>
   readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
-  /** Registers the channel after its trust phase; returns the channel kept for that peer. */
-  readonly register: (channel: PeerChannel) => Effect.Effect<PeerChannel>
+  /** Registers the channel after its trust phase; returns the channel kept for that peer, or undefined if blocked. */
+  readonly register: (channel: PeerChannel) => Effect.Effect<PeerChannel | undefined>
   readonly inboxCapacity: number
   readonly onState: (channel: PeerChannel, state: ChannelState, reason: CloseReason | undefined) => Effect.Effect<void>
   /** Outbound only: opens a new link to the same peer. */
@@ -278,6 +278,7 @@ export const makePeerChannel = (
               break
             }
             if (item._tag === TRUST_DECIDED._tag) {
+              phase.decided = true
               for (const p of held.splice(0)) if (gate(p) && end !== undefined) break
               if (end !== undefined) break
               continue
@@ -314,7 +315,7 @@ export const makePeerChannel = (
         }
       })
 
-    /** Runs one link until it ends; returns why. */
+    /** Runs one link until it ends; returns why, and whether it got past the trust phase. */
     const runLink = (current: Link) =>
       Effect.scoped(
         Effect.gen(function*() {
@@ -338,33 +339,38 @@ export const makePeerChannel = (
             ),
             Fiber.join(proc).pipe(Effect.map((reason) => ({ _tag: "Ended" as const, reason })))
           )
-          if (outcome._tag === "Ended") return outcome.reason
+          if (outcome._tag === "Ended") return { reason: outcome.reason, opened: false }
           if (outcome._tag === "Left") {
             // when the connection itself failed first, that is the reason, and there is no one to tell
             const ended = yield* Fiber.poll(proc)
-            if (Option.isSome(ended) && Exit.isSuccess(ended.value)) return ended.value.value
+            if (Option.isSome(ended) && Exit.isSuccess(ended.value)) return { reason: ended.value.value, opened: false }
             const reason = outcome.left
             if (reason._tag === "HandshakeFailed" || reason._tag === "HandshakeTimeout") {
               yield* current.write([encodeFrame(Reject.make({ reason: reason.message }))]).pipe(Effect.ignore)
             }
             current.end(reason)
-            return yield* Fiber.join(proc)
+            return { reason: yield* Fiber.join(proc), opened: false }
           }
           // register only now: a newcomer never displaces a channel before it has passed the trust phase
           const winner = yield* deps.register(channel)
+          if (winner === undefined) {
+            yield* current.write([encodeFrame(Reject.make({ reason: "blocked" }))]).pipe(Effect.ignore)
+            current.end(new LocalClose({ reason: "peer was blocked during its handshake" }))
+            return { reason: yield* Fiber.join(proc), opened: false }
+          }
           if (winner !== channel) {
             yield* Deferred.succeed(opened, winner)
             const reason = new LocalClose({ reason: `duplicate channel: keeping the one initiated by ${winner.initiatorId}` })
             yield* current.write([encodeFrame(Reject.make({ reason: "duplicate channel" }))]).pipe(Effect.ignore)
             current.end(reason)
-            return yield* Fiber.join(proc)
+            return { reason: yield* Fiber.join(proc), opened: false }
           }
-          phase.decided = true
           yield* setState(outcome.right ? "trusted" : "untrusted")
+          // the processor switches to gating when it reaches this marker, after everything that arrived before it
           current.inbox.unsafeOffer(TRUST_DECIDED)
           yield* Deferred.succeed(opened, channel)
           yield* Effect.forkScoped(writer(current))
-          return yield* Fiber.join(proc)
+          return { reason: yield* Fiber.join(proc), opened: true }
         })
       )
 
@@ -388,26 +394,37 @@ export const makePeerChannel = (
     const run = (first: Link): Effect.Effect<CloseReason> =>
       Effect.gen(function*() {
         let current = first
+        let everOpened = false
+        // one retry budget across re-dials; it is renewed only when a connection gets past its trust phase, so a
+        // peer that accepts TCP but never completes a handshake cannot keep the channel re-dialling forever
+        const budget = yield* Schedule.driver(deps.retrySchedule)
         yield* deps.onState(channel, "handshaking", undefined)
         while (true) {
-          const reason = yield* runLink(current)
-          const retryable = reason._tag === "ConnectionLost" && info.direction === "outbound" &&
+          const { opened: linkOpened, reason } = yield* runLink(current)
+          if (linkOpened) {
+            everOpened = true
+            yield* budget.reset
+          }
+          const retryable = reason._tag === "ConnectionLost" && info.direction === "outbound" && everOpened &&
             closeRequested === undefined
           if (!retryable) return reason
           yield* Effect.logWarning(`connection lost (${reason.detail}); re-dialling`)
           yield* setState("reconnecting", reason)
-          const next = yield* deps.redial.pipe(
-            Effect.tapError((e) => Effect.logInfo(`re-dial failed: ${e.message}`)),
-            Effect.retry(deps.retrySchedule),
-            Effect.either
-          )
+          let next: Link | undefined
+          while (next === undefined) {
+            const more = yield* Effect.either(budget.next(undefined))
+            if (closeRequested !== undefined) return closeRequested
+            if (more._tag === "Left") return new ConnectionLost({ detail: `${reason.detail}; re-dial gave up` })
+            const attempt = yield* Effect.either(deps.redial)
+            if (attempt._tag === "Right") next = attempt.right
+            else yield* Effect.logInfo(`re-dial failed: ${attempt.left.message}`)
+          }
           if (closeRequested !== undefined) {
-            if (next._tag === "Right") yield* next.right.stream.destroy
+            yield* next.stream.destroy
             return closeRequested
           }
-          if (next._tag === "Left") return new ConnectionLost({ detail: `${reason.detail}; re-dial gave up: ${next.left.message}` })
           yield* setState("handshaking")
-          current = next.right
+          current = next
         }
       }).pipe(
         Effect.onExit((exit) =>

@@ -186,12 +186,20 @@ const make = Effect.gen(function*() {
           canReceive: trust.canReceive,
           trustPhase,
           publishPackets: registry.publishPackets,
-          register: registry.register,
+          register: (channel) =>
+            Effect.gen(function*() {
+              const blocked = (yield* registry.isBlockedId(channel.remoteId)) ||
+                (yield* registry.isBlockedAddress(channel.address))
+              return blocked ? undefined : yield* registry.register(channel)
+            }),
           inboxCapacity: settings.inboxCapacity,
           onState,
           redial: Effect.gen(function*() {
             const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
             const next = yield* open(socketStream(socket), "initiator", counters)
+            yield* screen(next).pipe(
+              Effect.catchTag("PeerBlocked", (e) => Effect.fail(new LocalClose({ reason: e.message })))
+            )
             if (next.remoteHello.nodeId !== remoteId) {
               yield* refuse(next, "unexpected identity")
               return yield* new ProtocolMismatch({

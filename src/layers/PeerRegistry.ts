@@ -1,7 +1,7 @@
 /**
  * The PeerNetwork's state: known peers, active channels (at most one per remote node), blocked addresses and
- * identifiers, and the event and packet PubSubs. Channels are registered here after their Hello; the duplicate
- * tie-break lives in `register`.
+ * identifiers, and the event and packet PubSubs. Channels are registered here once their trust phase has decided;
+ * the duplicate tie-break lives in `register`.
  */
 import { Context, Data, Effect, Layer, PubSub, Ref, Scope, Stream } from "effect"
 import type { ChannelState, PacketReceived, PeerChannel } from "../actors/PeerChannel.js"
@@ -44,9 +44,9 @@ export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<Peer
   readonly awaitChannel: (id: NodeId) => Effect.Effect<PeerChannel>
   readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
   /**
-   * Registers a channel after its Hello and returns the one that survives. When a channel to the same node exists,
-   * the one initiated by the smaller NodeId is kept; between two opened by the same node, the newer. A replaced
-   * channel is closed with reason "duplicate channel".
+   * Registers a channel after its trust phase and returns the one that survives. When a channel to the same node
+   * exists, the one initiated by the smaller NodeId is kept; between two opened by the same node, the one registered
+   * later. A replaced channel is closed with reason "duplicate channel: keeping the one initiated by <id>".
    */
   readonly register: (channel: PeerChannel) => Effect.Effect<PeerChannel>
   readonly unregister: (channel: PeerChannel) => Effect.Effect<void>
@@ -167,7 +167,7 @@ const make = (options: { readonly packetBuffer?: number }) =>
         const subscription = yield* PubSub.subscribe(events)
         while (true) {
           const found = yield* Effect.option(findChannel(id))
-          if (found._tag === "Some") return found.value
+          if (found._tag === "Some" && (yield* found.value.state) !== "handshaking") return found.value
           yield* subscription.take
         }
       }))

@@ -1,5 +1,6 @@
 /**
- * Messages of the connection handshake. `Hello` is sent by both sides right after the protocol preamble; what
+ * Messages of the connection handshake. `Hello` is sent by both sides after the preamble (the responder only once it
+ * has admitted the initiator, or a `Reject` instead); what
  * follows is up to the TrustHandshake service (the default one exchanges `HandshakeProof` and `HandshakeVerdict`).
  * `Reject` tells the other side why it is being closed before the channel is open.
  */

@@ -26,7 +26,7 @@ const int = (d: number) => Schema.optionalWith(Schema.Int.pipe(Schema.nonNegativ
 const positive = (d: number) => Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => d })
 
 export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSettings")({
-  /** Network name; peers of other networks are refused during the handshake. */
+  /** Network name; peers of other networks are refused when their Hello arrives. */
   network: Schema.optionalWith(Schema.String, { default: () => "p2pnet" }),
   /** Optional pre-shared network key; when set, peers must prove they know it. */
   networkKey: Schema.optionalWith(Schema.String, { default: () => "" }),
