@@ -96,7 +96,7 @@ export interface ChannelDeps {
   ) => Effect.Effect<boolean, CloseReason>
   readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
   /** Registers the channel after its trust phase; returns the channel kept for that peer, or undefined if blocked. */
-  readonly register: (channel: PeerChannel) => Effect.Effect<PeerChannel | undefined>
+  readonly register: (channel: PeerChannel, trusted: boolean) => Effect.Effect<PeerChannel | undefined>
   readonly inboxCapacity: number
   readonly onState: (channel: PeerChannel, state: ChannelState, reason: CloseReason | undefined) => Effect.Effect<void>
   /** Outbound only: opens a new link to the same peer. */
@@ -352,7 +352,7 @@ export const makePeerChannel = (
             return { reason: yield* Fiber.join(proc), opened: false }
           }
           // register only now: a newcomer never displaces a channel before it has passed the trust phase
-          const winner = yield* deps.register(channel)
+          const winner = yield* deps.register(channel, outcome.right)
           if (winner === undefined) {
             yield* current.write([encodeFrame(Reject.make({ reason: "blocked" }))]).pipe(Effect.ignore)
             current.end(new LocalClose({ reason: "peer was blocked during its handshake" }))

@@ -186,11 +186,11 @@ const make = Effect.gen(function*() {
           canReceive: trust.canReceive,
           trustPhase,
           publishPackets: registry.publishPackets,
-          register: (channel) =>
+          register: (channel, trusted) =>
             Effect.gen(function*() {
               const blocked = (yield* registry.isBlockedId(channel.remoteId)) ||
                 (yield* registry.isBlockedAddress(channel.address))
-              return blocked ? undefined : yield* registry.register(channel)
+              return blocked ? undefined : yield* registry.register(channel, trusted)
             }),
           inboxCapacity: settings.inboxCapacity,
           onState,

@@ -46,9 +46,10 @@ export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<Peer
   /**
    * Registers a channel after its trust phase and returns the one that survives. When a channel to the same node
    * exists, the one initiated by the smaller NodeId is kept; between two opened by the same node, the one registered
-   * later. A replaced channel is closed with reason "duplicate channel: keeping the one initiated by <id>".
+   * later. A channel that is not trusted never displaces a trusted one (its NodeId may be unproven). A replaced
+   * channel is closed with reason "duplicate channel: keeping the one initiated by <id>".
    */
-  readonly register: (channel: PeerChannel) => Effect.Effect<PeerChannel>
+  readonly register: (channel: PeerChannel, trusted: boolean) => Effect.Effect<PeerChannel>
   readonly unregister: (channel: PeerChannel) => Effect.Effect<void>
   readonly isBlockedAddress: (address: string) => Effect.Effect<boolean>
   readonly isBlockedId: (id: string) => Effect.Effect<boolean>
@@ -124,13 +125,15 @@ const make = (options: { readonly packetBuffer?: number }) =>
         return c === undefined || c.isClosed() ? Effect.fail(new PeerNotFound({ peer: id })) : Effect.succeed(c)
       })
 
-    const register = (channel: PeerChannel) =>
+    const register = (channel: PeerChannel, trusted: boolean) =>
       Effect.gen(function*() {
         const [winner, loser] = yield* Ref.modify(state, (s) => {
           const existing = s.channels.get(channel.remoteId)
           if (existing === channel) return [[channel, undefined] as const, s] as const
           const keepNew = existing === undefined || existing.isClosed() ||
-            (existing.initiatorId === channel.initiatorId ? true : channel.initiatorId < existing.initiatorId)
+            (existing.isTrusted() && !trusted
+              ? false
+              : existing.initiatorId === channel.initiatorId || channel.initiatorId < existing.initiatorId)
           if (!keepNew) return [[existing, undefined] as const, s] as const
           const channels = new Map(s.channels)
           channels.set(channel.remoteId, channel)
