@@ -151,11 +151,22 @@ const attach = (
   let windowStart = clock.unsafeCurrentTimeMillis()
   let windowFrames = 0
   const limit = settings.maxFramesPerSecond
+  // decoded frames are handed to the inbox once per event-loop turn, after every socket read of that turn, so the
+  // channel's fibers wake once per turn instead of once per 64 KiB read
+  let pending: Array<InboxItem> = []
+  let scheduled = false
+  const flush = () => {
+    scheduled = false
+    const items = pending
+    pending = []
+    for (const item of items) inbox.unsafeOffer(item)
+  }
   const end = (reason: CloseReason) => {
     if (done) return
     done = true
     stream.receive(undefined)
-    inbox.unsafeOffer(new LinkEnd(reason))
+    pending.push(new LinkEnd(reason))
+    flush()
   }
   const onBody = (body: Uint8Array) => {
     if (done) return
@@ -170,8 +181,12 @@ const attach = (
     }
     const decoded = decodeBody(body)
     if (Either.isLeft(decoded)) return end(decoded.left)
-    inbox.unsafeOffer(decoded.right)
+    pending.push(decoded.right)
     queued++
+    if (!scheduled) {
+      scheduled = true
+      setImmediate(flush)
+    }
   }
   stream.receive({
     onData: (chunk) => {
@@ -192,7 +207,7 @@ const attach = (
     inbox,
     end,
     drained: () => {
-      queued = inbox.unsafeSize().pipe((o) => (o._tag === "Some" ? o.value : 0))
+      queued = inbox.unsafeSize().pipe((o) => (o._tag === "Some" ? o.value : 0)) + pending.length
       if (paused && queued < settings.inboxCapacity / 2) {
         paused = false
         stream.resume()

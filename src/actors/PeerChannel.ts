@@ -12,7 +12,7 @@ import { Reject } from "../schema/handshake.js"
 import type { NodeId } from "../schema/ids.js"
 import { Disconnect } from "../schema/packets.js"
 import type { Packet } from "../schema/packets.js"
-import { encodeFrame } from "../schema/wire.js"
+import { encodeFrame, encodeFrameChunks } from "../schema/wire.js"
 import type { ChannelCounters, Link } from "./Link.js"
 import { LinkEnd, TRUST_DECIDED } from "./Link.js"
 
@@ -31,7 +31,8 @@ export interface ChannelStats {
 }
 
 export interface OutboxItem {
-  readonly bytes: Uint8Array
+  readonly chunks: ReadonlyArray<Uint8Array>
+  readonly size: number
   readonly kind: Packet["_tag"]
   /** Set on a Disconnect: the channel closes with this reason once it is written. */
   readonly disconnect: string | undefined
@@ -68,6 +69,11 @@ export interface PeerChannel {
    * the kind on this channel, FrameTooLarge when it cannot be framed, ChannelClosed once the channel has closed.
    */
   readonly send: (packet: Packet) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge>
+  /**
+   * Queues several packets in order, paying the per-call cost once. All are checked before any is queued: if one is
+   * refused, none is sent.
+   */
+  readonly sendAll: (packets: Iterable<Packet>) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge>
   /** As send, then waits until the packet has been handed to the socket, or fails if it never will be. */
   readonly sendAndAwait: (packet: Packet) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge>
   /** Waits until the channel is trusted; fails with ChannelClosed if it closes first. */
@@ -156,28 +162,43 @@ export const makePeerChannel = (
         yield* deps.onState(channel, state, reason)
       })
 
+    /** Checks and frames one packet for the outbox. */
+    const prepare = (packet: Packet, written: OutboxItem["written"]): OutboxItem | NotTrusted | ChannelClosed | FrameTooLarge => {
+      if (isClosed) return closedError("closed")
+      if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop)) return new NotTrusted({ kind: packet._tag, peer: label })
+      const chunks = encodeFrameChunks(packet)
+      let size = 0
+      for (const c of chunks) size += c.length
+      if (size - 4 > deps.maxFrameBytes) return new FrameTooLarge({ size: size - 4, max: deps.maxFrameBytes })
+      return { chunks, size, kind: packet._tag, written, disconnect: packet._tag === "Disconnect" ? packet.reason : undefined }
+    }
+
+    /** Offers prepared items in order: synchronously while there is room, then waiting, unless the channel closes. */
+    const offerAll = (items: ReadonlyArray<OutboxItem>): Effect.Effect<void, ChannelClosed> => {
+      let i = 0
+      while (i < items.length && outbox.unsafeOffer(items[i]!)) i++
+      if (i === items.length) return Effect.void
+      return Effect.raceFirst(
+        Effect.forEach(items.slice(i), (item) => Queue.offer(outbox, item), { discard: true }),
+        Effect.zipRight(Deferred.await(closed), Effect.fail(closedError("closed while waiting for outbox room")))
+      )
+    }
+
     const enqueue = (packet: Packet, written: OutboxItem["written"]) =>
       Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge> => {
-        if (isClosed) return Effect.fail(closedError("closed"))
-        if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop)) {
-          return Effect.fail(new NotTrusted({ kind: packet._tag, peer: label }))
+        const item = prepare(packet, written)
+        return "chunks" in item ? offerAll([item]) : Effect.fail(item)
+      })
+
+    const enqueueAll = (packets: Iterable<Packet>) =>
+      Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge> => {
+        const items: Array<OutboxItem> = []
+        for (const packet of packets) {
+          const item = prepare(packet, undefined)
+          if (!("chunks" in item)) return Effect.fail(item)
+          items.push(item)
         }
-        const bytes = encodeFrame(packet)
-        if (bytes.length - 4 > deps.maxFrameBytes) {
-          return Effect.fail(new FrameTooLarge({ size: bytes.length - 4, max: deps.maxFrameBytes }))
-        }
-        const item: OutboxItem = {
-          bytes,
-          kind: packet._tag,
-          written,
-          disconnect: packet._tag === "Disconnect" ? packet.reason : undefined
-        }
-        if (outbox.unsafeOffer(item)) return Effect.void
-        // outbox full: wait for room, unless the channel closes first
-        return Effect.raceFirst(
-          Queue.offer(outbox, item).pipe(Effect.asVoid),
-          Effect.zipRight(Deferred.await(closed), Effect.fail(closedError("closed while waiting for outbox room")))
-        )
+        return offerAll(items)
       })
 
     const channel: PeerChannel = {
@@ -188,6 +209,7 @@ export const makePeerChannel = (
       isTrusted: () => trusted,
       isClosed: () => isClosed,
       send: (packet) => enqueue(packet, undefined),
+      sendAll: enqueueAll,
       sendAndAwait: (packet) =>
         Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) => Effect.zipRight(enqueue(packet, d), Deferred.await(d))),
       awaitTrusted: Deferred.await(trustedSignal),
@@ -232,13 +254,34 @@ export const makePeerChannel = (
           // a Disconnect ends the batch: what follows it is never sent and is reported as undelivered
           const cut = inFlight.findIndex((i) => i.disconnect !== undefined)
           const batch = cut < 0 ? inFlight : inFlight.slice(0, cut + 1)
+          // small chunks are copied into shared buffers of up to 64 KiB, large ones (DataTransmission data) passed as is:
+          // one socket write per batch rather than one per frame
           let bytes = 0
-          const frames = batch.map((i) => {
-            bytes += i.bytes.length
-            return i.bytes
-          })
+          const frames: Array<Uint8Array> = []
+          let pending: Array<Uint8Array> = []
+          let pendingBytes = 0
+          const flush = () => {
+            if (pending.length === 1) frames.push(pending[0]!)
+            else if (pending.length > 1) frames.push(Buffer.concat(pending, pendingBytes))
+            pending = []
+            pendingBytes = 0
+          }
+          for (const i of batch) {
+            bytes += i.size
+            for (const c of i.chunks) {
+              if (c.length >= 16 * 1024) {
+                flush()
+                frames.push(c)
+              } else {
+                pending.push(c)
+                pendingBytes += c.length
+                if (pendingBytes >= 64 * 1024) flush()
+              }
+            }
+          }
+          flush()
           yield* current.write(frames)
-          counters.framesOut += frames.length
+          counters.framesOut += batch.length
           counters.bytesOut += bytes
           for (const i of batch) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.void)
           inFlight = cut < 0 ? [] : inFlight.slice(cut + 1)

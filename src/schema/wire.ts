@@ -3,7 +3,7 @@
  * Pure functions and a small incremental frame reader; no Effects here. The reader enforces the maximum frame size
  * before allocating and never throws on any input.
  */
-import { Either, ParseResult, Schema } from "effect"
+import { DateTime, Either, ParseResult, Schema } from "effect"
 import { FrameNotJson, FrameTooLarge, FrameTruncated, InvalidPacket, UnknownPacketKind } from "./errors.js"
 import type { FrameError } from "./errors.js"
 import { HandshakeData, HandshakeProof, HandshakeVerdict, Hello, Reject } from "./handshake.js"
@@ -49,11 +49,20 @@ const classes = {
 } as const
 type Kind = keyof typeof classes
 
+/** The wire shape of a class: its fields, with origin time as epoch milliseconds. */
+const wireStruct = (c: { readonly fields: Schema.Struct.Fields }) =>
+  Schema.Struct("sentAt" in c.fields ? { ...c.fields, sentAt: Schema.DateTimeUtcFromNumber } : c.fields)
+
 const decoders = Object.fromEntries(
-  Object.entries(classes).map(([k, c]) => [k, Schema.decodeUnknownEither(c as Schema.Schema<any, any>)])
+  Object.entries(classes).map(([k, c]) => {
+    const decode = Schema.decodeUnknownEither(wireStruct(c) as unknown as Schema.Schema<any, any>)
+    const Class = c as unknown as new(props: unknown, disableValidation: boolean) => FrameValue
+    // validated by the struct already: construct without validating again
+    return [k, (u: unknown) => Either.map(decode(u), (props) => new Class(props, true))]
+  })
 ) as Record<Kind, (u: unknown) => Either.Either<FrameValue, ParseResult.ParseError>>
 const encoders = Object.fromEntries(
-  Object.entries(classes).map(([k, c]) => [k, Schema.encodeSync(c as Schema.Schema<any, any>)])
+  Object.entries(classes).map(([k, c]) => [k, Schema.encodeSync(wireStruct(c) as unknown as Schema.Schema<any, any>)])
 ) as Record<Kind, (v: FrameValue) => Record<string, unknown>>
 
 const isKind = (k: string): k is Kind => Object.prototype.hasOwnProperty.call(classes, k)
@@ -71,13 +80,64 @@ export const encodeFrame = (value: FrameValue): Buffer => {
     attachment = value.data
     delete encoded.data
   }
-  const header = Buffer.from(JSON.stringify(encoded), "utf8")
-  const frame = Buffer.allocUnsafe(8 + header.length + attachment.length)
-  frame.writeUInt32BE(4 + header.length + attachment.length, 0)
-  frame.writeUInt32BE(header.length, 4)
-  header.copy(frame, 8)
-  if (attachment.length > 0) frame.set(attachment, 8 + header.length)
+  const json = JSON.stringify(encoded)
+  const headerLength = Buffer.byteLength(json, "utf8")
+  const frame = Buffer.allocUnsafe(8 + headerLength + attachment.length)
+  frame.writeUInt32BE(4 + headerLength + attachment.length, 0)
+  frame.writeUInt32BE(headerLength, 4)
+  frame.write(json, 8, headerLength, "utf8")
+  if (attachment.length > 0) frame.set(attachment, 8 + headerLength)
   return frame
+}
+
+/**
+ * Encodes one value as the chunks of one frame, without copying a DataTransmission's data: the first chunk holds the
+ * two length fields and the JSON header, the second (DataTransmission only) is the data itself.
+ */
+export const encodeFrameChunks = (value: FrameValue): ReadonlyArray<Uint8Array> => {
+  let json: string
+  let attachment: Uint8Array = EMPTY
+  if (value._tag === "PureMessage") {
+    json = JSON.stringify({ _tag: "PureMessage", message: value.message, origin: value.origin, sentAt: value.sentAt.epochMillis })
+  } else if (value._tag === "DataTransmission") {
+    attachment = value.data
+    json = JSON.stringify({ _tag: "DataTransmission", format: value.format, origin: value.origin, sentAt: value.sentAt.epochMillis })
+  } else {
+    const encoded = encoders[value._tag](value)
+    json = JSON.stringify(encoded)
+  }
+  const headerLength = Buffer.byteLength(json, "utf8")
+  const head = Buffer.allocUnsafe(8 + headerLength)
+  head.writeUInt32BE(4 + headerLength + attachment.length, 0)
+  head.writeUInt32BE(headerLength, 4)
+  head.write(json, 8, headerLength, "utf8")
+  return attachment.length > 0 ? [head, attachment] : [head]
+}
+
+const NODE_ID = /^[0-9a-f]{40}$/
+const MIN_MILLIS = -8_640_000_000_000_000
+const MAX_MILLIS = 8_640_000_000_000_000
+/** Builds a class instance from checked fields, as `new Class(props, true)` would, without its per-call overhead. */
+const instance = <A extends object>(Class: { readonly prototype: A }, props: object): A =>
+  Object.assign(Object.create(Class.prototype) as A, props)
+
+/** Hand-written decoders of the two high-volume kinds; anything they do not accept goes through the Schema path. */
+const fastDecode = (tag: string, json: Record<string, unknown>, attachment: Uint8Array): FrameValue | undefined => {
+  const origin = json["origin"]
+  const sentAt = json["sentAt"]
+  if (typeof origin !== "string" || !NODE_ID.test(origin)) return undefined
+  if (typeof sentAt !== "number" || !Number.isFinite(sentAt) || sentAt < MIN_MILLIS || sentAt > MAX_MILLIS) return undefined
+  if (tag === "PureMessage") {
+    const message = json["message"]
+    if (typeof message !== "string" || Object.keys(json).length !== 4) return undefined
+    return instance(PureMessage, { _tag: "PureMessage", message, origin, sentAt: DateTime.unsafeMake(sentAt) })
+  }
+  if (tag === "DataTransmission") {
+    const format = json["format"]
+    if ((format !== "MiscData" && format !== "File" && format !== "Task") || Object.keys(json).length !== 4) return undefined
+    return instance(DataTransmission, { _tag: "DataTransmission", format, data: attachment, origin, sentAt: DateTime.unsafeMake(sentAt) })
+  }
+  return undefined
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true })
@@ -103,6 +163,10 @@ export const decodeBody = (body: Uint8Array): Either.Either<FrameValue, FrameErr
   if (typeof tag !== "string") return Either.left(new UnknownPacketKind({ kind: String(tag) }))
   if (!isKind(tag)) return Either.left(new UnknownPacketKind({ kind: tag }))
   const attachment = body.subarray(4 + headerLength)
+  if (tag === "PureMessage" || tag === "DataTransmission") {
+    const fast = fastDecode(tag, json as Record<string, unknown>, attachment)
+    if (fast !== undefined && (tag === "DataTransmission" || attachment.length === 0)) return Either.right(fast)
+  }
   if (tag === "DataTransmission") {
     ;(json as Record<string, unknown>)["data"] = attachment
   } else if (attachment.length > 0) {

@@ -1,0 +1,114 @@
+/**
+ * What the two benchmark processes share: the messages between the driver (bench/channel.ts) and the receiver
+ * (bench/peer.ts) over the IPC channel, the payload sizes, and the baseline's framing (a 4-byte big-endian length,
+ * then the body), the plain node:net protocol every library figure is compared with.
+ */
+
+/** The text of a small message: PureMessage.message in the library run, the same field in the baseline's JSON. */
+export const SMALL_TEXT = "x".repeat(100)
+/** The payload of a bulk frame: DataTransmission.data in the library run, the frame body in the baseline. */
+export const BULK_BYTES = 64 * 1024
+/** The handshake probe and its answer. */
+export const PING = "ping"
+export const PONG = "pong"
+
+/** Driver to receiver. */
+export type ToPeer =
+  /** Count the next `count` messages, on whichever path they arrive, then report Done. */
+  | { readonly _tag: "Arm"; readonly count: number }
+  | { readonly _tag: "Quit" }
+
+/** Receiver to driver. */
+export type FromPeer =
+  | {
+    readonly _tag: "Ready"
+    readonly libraryPort: number
+    readonly smallPort: number
+    readonly bulkPort: number
+    readonly echoPort: number
+  }
+  | { readonly _tag: "Armed" }
+  /**
+   * `bytes` counts payload bytes only (message text or data); the time is the receiver's own clock, from its first
+   * message to its last; `cpuMicros` is the receiver's CPU time (user + system) from Arm to the last message.
+   */
+  | {
+    readonly _tag: "Done"
+    readonly count: number
+    readonly bytes: number
+    readonly firstToLastMillis: number
+    readonly cpuMicros: number
+  }
+  | { readonly _tag: "Failed"; readonly detail: string }
+
+/** One 4-byte-length frame per body, in a single buffer (the baseline batches its writes this way). */
+export const frameAll = (bodies: ReadonlyArray<Buffer>): Buffer => {
+  let total = 0
+  for (const b of bodies) total += 4 + b.length
+  const out = Buffer.allocUnsafe(total)
+  let offset = 0
+  for (const b of bodies) {
+    out.writeUInt32BE(b.length, offset)
+    b.copy(out, offset + 4)
+    offset += 4 + b.length
+  }
+  return out
+}
+
+export const lengthPrefix = (length: number): Buffer => {
+  const b = Buffer.allocUnsafe(4)
+  b.writeUInt32BE(length, 0)
+  return b
+}
+
+/**
+ * The baseline's frame splitter: whole frames inside a chunk are handed out without copying, a frame spanning
+ * chunks is assembled into one buffer allocated once its length is known.
+ */
+export class Splitter {
+  private head = Buffer.alloc(4)
+  private headFill = 0
+  private body: Buffer | undefined
+  private bodyFill = 0
+
+  push(chunk: Buffer, onFrame: (body: Buffer) => void): void {
+    let offset = 0
+    const n = chunk.length
+    while (offset < n) {
+      if (this.body === undefined) {
+        if (this.headFill === 0 && n - offset >= 4) {
+          const len = chunk.readUInt32BE(offset)
+          offset += 4
+          if (n - offset >= len) {
+            onFrame(chunk.subarray(offset, offset + len))
+            offset += len
+            continue
+          }
+          this.body = Buffer.allocUnsafe(len)
+          this.bodyFill = 0
+          continue
+        }
+        while (this.headFill < 4 && offset < n) this.head[this.headFill++] = chunk[offset++]!
+        if (this.headFill < 4) return
+        this.headFill = 0
+        this.body = Buffer.allocUnsafe(this.head.readUInt32BE(0))
+        this.bodyFill = 0
+      }
+      const take = Math.min(this.body.length - this.bodyFill, n - offset)
+      chunk.copy(this.body, this.bodyFill, offset, offset + take)
+      this.bodyFill += take
+      offset += take
+      if (this.bodyFill === this.body.length) {
+        const done = this.body
+        this.body = undefined
+        onFrame(done)
+      }
+    }
+  }
+}
+
+export const median = (xs: ReadonlyArray<number>): number => {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
