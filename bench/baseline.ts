@@ -86,6 +86,7 @@ export const connectAndEcho = (port: number) =>
         JSON.parse(frame.toString("utf8"))
         socket.destroy()
         resume(Effect.void)
-      }))
+      })
+    )
     return Effect.sync(() => socket.destroy())
   })

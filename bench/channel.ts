@@ -68,10 +68,10 @@ const throughputReport = (
   }
   const notes = [
     `${metric}: ${r.library.count} library / ${r.baseline.count} baseline messages per timed run; at the receiver ` +
-    `alone ${show(r.library.receiverRate)} / ${show(r.baseline.receiverRate)} ${unit}`,
+      `alone ${show(r.library.receiverRate)} / ${show(r.baseline.receiverRate)} ${unit}`,
     `${metric}: CPU per message, sender + receiver: library ${r.library.senderCpu.toFixed(1)} + ` +
-    `${r.library.receiverCpu.toFixed(1)} us, baseline ${r.baseline.senderCpu.toFixed(1)} + ` +
-    `${r.baseline.receiverCpu.toFixed(1)} us`
+      `${r.library.receiverCpu.toFixed(1)} us, baseline ${r.baseline.senderCpu.toFixed(1)} + ` +
+      `${r.baseline.receiverCpu.toFixed(1)} us`
   ]
   const json = {
     unit,
@@ -107,7 +107,7 @@ const table = (rows: ReadonlyArray<Row>): ReadonlyArray<string> => {
   return [line(header), keys.map((k) => "-".repeat(width(k))).join("  "), ...rows.map(line)]
 }
 
-const main = Effect.gen(function*() {
+const main = Effect.gen(function* () {
   const receiver = yield* spawnReceiver
   const node = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, listen: false })).pipe(
     Effect.map(Context.get(PeerNetwork))
@@ -182,8 +182,7 @@ const main = Effect.gen(function*() {
         Effect.mapError((e) => new BenchFailed({ detail: `baseline connect: ${e.message}` }))
       )
       const data = new Uint8Array(BULK_BYTES).map((_, i) => i & 255)
-      const bulkPacket = () =>
-        DataTransmission.make({ format: "MiscData", data, origin, sentAt: DateTime.unsafeNow() })
+      const bulkPacket = () => DataTransmission.make({ format: "MiscData", data, origin, sentAt: DateTime.unsafeNow() })
       const r = yield* compare(
         receiver,
         options,
@@ -240,11 +239,7 @@ const main = Effect.gen(function*() {
 })
 
 Effect.runPromiseExit(
-  main.pipe(
-    Effect.scoped,
-    Effect.timeout("10 minutes"),
-    Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
-  )
+  main.pipe(Effect.scoped, Effect.timeout("10 minutes"), Effect.provide(Logger.minimumLogLevel(LogLevel.Warning)))
 ).then((exit) => {
   if (exit._tag === "Failure") {
     process.stderr.write(`benchmark failed: ${Cause.pretty(exit.cause)}\n`)

@@ -50,7 +50,7 @@ export interface Side {
 const now = Effect.sync(() => performance.now())
 
 const timedRun = (receiver: Receiver, count: number, sender: Sender, options: Options) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     yield* receiver.tell({ _tag: "Arm", count })
     yield* receiver.expect("Armed")
     const cpu = process.cpuUsage()
@@ -88,11 +88,11 @@ export const compare = (
   baseline: Sender,
   library: Sender
 ) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const size = (r: Run, seconds: number) =>
       Math.max(warm, Math.min(max, Math.round((r.count / r.millis) * 1000 * seconds)))
     const calibrate = (sender: Sender) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const first = yield* timedRun(receiver, warm, sender, options)
         const second = yield* timedRun(receiver, size(first, options.seconds / 4), sender, options)
         return size(second, options.seconds)
@@ -110,14 +110,16 @@ export const compare = (
   })
 
 /** Fails as soon as the channel closes (a flood limit, a decode error) instead of waiting for a timeout. */
-const untilClosed = (channel: PeerChannel) => <A>(self: Effect.Effect<A, BenchFailed>) =>
-  Effect.raceFirst(
-    self,
-    Effect.flatMap(
-      channel.awaitClosed,
-      (reason) => new BenchFailed({ detail: `library channel closed: ${reason._tag}: ${reason.message}` })
+const untilClosed =
+  (channel: PeerChannel) =>
+  <A>(self: Effect.Effect<A, BenchFailed>) =>
+    Effect.raceFirst(
+      self,
+      Effect.flatMap(
+        channel.awaitClosed,
+        (reason) => new BenchFailed({ detail: `library channel closed: ${reason._tag}: ${reason.message}` })
+      )
     )
-  )
 
 /** How the library sender hands packets to the channel. */
 export type SendMode = "batched" | "single" | "prebuilt"
@@ -132,7 +134,7 @@ export const SEND_BATCH = 256
  */
 export const librarySender = (channel: PeerChannel, make: () => Packet, mode: SendMode): Sender => ({
   send: (count) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (mode === "prebuilt") {
         const packet = make()
         for (let i = 0; i < count; i++) yield* channel.send(packet)
@@ -162,7 +164,7 @@ export interface Handshakes {
  * PureMessage sent once trusted comes back from the receiver; each channel is closed (and awaited) before the next.
  */
 export const handshakes = (receiver: Receiver, node: PeerNetwork["Type"], count: number, warmup: number) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const pongs = yield* Queue.unbounded<PeerChannel>()
     const packets = yield* node.registry.subscribePackets
     yield* packets.pipe(

@@ -66,7 +66,7 @@ const rawServer = (onFrame: (socket: net.Socket) => (body: Buffer) => void) =>
     (server) => Effect.sync(() => server.close())
   ).pipe(Effect.map((server) => (server.address() as net.AddressInfo).port))
 
-const main = Effect.gen(function*() {
+const main = Effect.gen(function* () {
   const commands = yield* Queue.unbounded<ToPeer>()
   process.on("message", (m) => commands.unsafeOffer(m as ToPeer))
   // the parent went away (exit, crash, kill): nothing left to measure

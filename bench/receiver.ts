@@ -31,7 +31,7 @@ export interface Receiver {
 
 const DEFAULT_WAIT_MILLIS = 60_000
 
-export const spawnReceiver: Effect.Effect<Receiver, BenchFailed, Scope.Scope> = Effect.gen(function*() {
+export const spawnReceiver: Effect.Effect<Receiver, BenchFailed, Scope.Scope> = Effect.gen(function* () {
   const inbox = yield* Queue.unbounded<Arrived>()
   const child = yield* Effect.acquireRelease(
     Effect.sync(() => {
@@ -45,13 +45,14 @@ export const spawnReceiver: Effect.Effect<Receiver, BenchFailed, Scope.Scope> = 
       })
       child.on("message", (m) => inbox.unsafeOffer({ ...(m as FromPeer), at: performance.now() }))
       child.on("exit", (code, signal) =>
-        inbox.unsafeOffer({ _tag: "Failed", detail: `receiver exited (${code ?? signal})`, at: performance.now() }))
+        inbox.unsafeOffer({ _tag: "Failed", detail: `receiver exited (${code ?? signal})`, at: performance.now() })
+      )
       return child
     }),
     quit
   )
   const expect = <T extends FromPeer["_tag"]>(tag: T, within = DEFAULT_WAIT_MILLIS) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       while (true) {
         const m = yield* Queue.take(inbox)
         if (m._tag === tag) return m as Extract<Arrived, { _tag: T }>

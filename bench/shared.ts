@@ -15,30 +15,29 @@ export const PONG = "pong"
 /** Driver to receiver. */
 export type ToPeer =
   /** Count the next `count` messages, on whichever path they arrive, then report Done. */
-  | { readonly _tag: "Arm"; readonly count: number }
-  | { readonly _tag: "Quit" }
+  { readonly _tag: "Arm"; readonly count: number } | { readonly _tag: "Quit" }
 
 /** Receiver to driver. */
 export type FromPeer =
   | {
-    readonly _tag: "Ready"
-    readonly libraryPort: number
-    readonly smallPort: number
-    readonly bulkPort: number
-    readonly echoPort: number
-  }
+      readonly _tag: "Ready"
+      readonly libraryPort: number
+      readonly smallPort: number
+      readonly bulkPort: number
+      readonly echoPort: number
+    }
   | { readonly _tag: "Armed" }
   /**
    * `bytes` counts payload bytes only (message text or data); the time is the receiver's own clock, from its first
    * message to its last; `cpuMicros` is the receiver's CPU time (user + system) from Arm to the last message.
    */
   | {
-    readonly _tag: "Done"
-    readonly count: number
-    readonly bytes: number
-    readonly firstToLastMillis: number
-    readonly cpuMicros: number
-  }
+      readonly _tag: "Done"
+      readonly count: number
+      readonly bytes: number
+      readonly firstToLastMillis: number
+      readonly cpuMicros: number
+    }
   | { readonly _tag: "Failed"; readonly detail: string }
 
 /** One 4-byte-length frame per body, in a single buffer (the baseline batches its writes this way). */

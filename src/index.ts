@@ -17,7 +17,14 @@ export {
 } from "./schema/wire.js"
 export type { FrameValue } from "./schema/wire.js"
 export { NetworkConfig, networkSettingsFromEnv, logSettingsFromEnv } from "./layers/Settings.js"
-export { NodeIdentity, generateKeys, keysFromPem, loadOrCreateKeys, nodeIdFromPublicKey, verifySignature } from "./layers/NodeIdentity.js"
+export {
+  NodeIdentity,
+  generateKeys,
+  keysFromPem,
+  loadOrCreateKeys,
+  nodeIdFromPublicKey,
+  verifySignature
+} from "./layers/NodeIdentity.js"
 export type { NodeKeys } from "./layers/NodeIdentity.js"
 export { IncomingTrust, policyGate, isEnhancedKind } from "./layers/IncomingTrust.js"
 export { TrustHandshake, Verdict, defaultHandshake, transcript } from "./layers/TrustHandshake.js"
@@ -29,5 +36,5 @@ export type { PendingPeer, DialError } from "./layers/PeerNetwork.js"
 export { networkLayer, networkLayerWith, networkLayerConfig } from "./layers/Network.js"
 export type { NetworkOverrides } from "./layers/Network.js"
 export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"
-export type { PeerChannel, ChannelState, ChannelStats, PacketReceived } from "./actors/PeerChannel.js"
+export type { ChannelInfo, ChannelState, ChannelStats, PacketReceived, PeerChannel } from "./actors/PeerChannel.js"
 export type { ByteStream, Receiver } from "./actors/Connection.js"

@@ -11,7 +11,7 @@ const tcpSockets = () => process.getActiveResourcesInfo().filter((r) => r === "T
 
 /** Lets the event loop run until `f` holds, at most `turns` times (closing a socket completes on a later turn). */
 const settle = (f: () => boolean, turns = 200) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     for (let i = 0; i < turns && !f(); i++) yield* Effect.promise(() => new Promise((r) => setImmediate(r)))
     return f()
   })
@@ -25,7 +25,7 @@ const bindOnce = (port: number) =>
 
 describe("channel lifecycle", () => {
   it.scoped("closing the network's scope closes every socket and fiber; the port can be bound again at once", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       assert.isTrue(yield* settle(() => tcpSockets() === 0))
       const before = tcpHandles()
       const remote = yield* startNode()
@@ -42,13 +42,15 @@ describe("channel lifecycle", () => {
       yield* waitFor(remoteEvents, (e) =>
         e._tag === "ChannelStateChanged" && e.state === "closed" && e.channel.remoteId === node.id
           ? Option.some(e)
-          : Option.none())
+          : Option.none()
+      )
       yield* bindOnce(node.port)
       assert.isTrue(yield* settle(() => tcpHandles() === before + 1), "only the remote's listener is left")
-    }))
+    })
+  )
 
   it.scoped("two nodes dialling each other at once keep exactly one channel, the same one on both sides", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       for (let round = 0; round < 5; round++) {
         const scope = yield* Scope.make()
         const [a, b] = yield* Effect.all([startNode(), startNode()]).pipe(Scope.extend(scope))
@@ -72,10 +74,11 @@ describe("channel lifecycle", () => {
         assert.isTrue(yield* settle(() => tcpSockets() === 2), `round ${round}: ${tcpSockets()} sockets`)
         yield* Scope.close(scope, Exit.void)
       }
-    }))
+    })
+  )
 
   it.scoped("dialling a connected peer again returns the existing channel", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const a = yield* startNode()
       const b = yield* startNode()
       const first = yield* a.dial("127.0.0.1", b.port)
@@ -84,18 +87,20 @@ describe("channel lifecycle", () => {
       })
       assert.strictEqual(second, first)
       assert.strictEqual(third, first)
-    }))
+    })
+  )
 
   it.scoped("a node refuses to connect to itself", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const a = yield* startNode()
       const result = yield* Effect.either(a.dial("127.0.0.1", a.port))
       assert.isTrue(Either.isLeft(result) && result.left.message.includes("itself"))
       assert.strictEqual((yield* a.channels).length, 0)
-    }))
+    })
+  )
 
   it.scoped("blocked addresses and identifiers are refused at accept and at dial, and their channels closed", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const a = yield* startNode()
       const b = yield* startNode()
       const c = yield* startNode()
@@ -115,10 +120,11 @@ describe("channel lifecycle", () => {
       assert.isTrue(Either.isLeft(refused) && refused.left._tag === "PeerBlocked")
       assert.isTrue(Either.isLeft(yield* Effect.either(a.dial("127.0.0.1", c.port))), "c refuses inbound")
       assert.strictEqual((yield* c.channels).length, 0)
-    }))
+    })
+  )
 
   it.scoped("a peer blocked while its handshake runs is refused when the handshake ends", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const release = yield* Deferred.make<void>()
       const started = yield* Deferred.make<void>()
       const Slow = Layer.succeed(
@@ -140,10 +146,11 @@ describe("channel lifecycle", () => {
       const result = yield* Effect.either(Fiber.join(dial))
       assert.isTrue(Either.isLeft(result) && result.left.message.includes("blocked"))
       assert.strictEqual((yield* b.channels).length, 0)
-    }))
+    })
+  )
 
   it.scoped("queue-based placement holds inbound peers until the application accepts or rejects them", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const gate = yield* startNode({
         trust: IncomingPeerTrustPolicy.make({ incomingPeerPlacement: "QueueAndEventBased", incomingQueueCapacity: 1 })
       })
@@ -154,7 +161,7 @@ describe("channel lifecycle", () => {
       const pending = yield* gate.incoming
       assert.strictEqual(pending.id, a.id)
       const fromB = yield* Effect.fork(b.dial("127.0.0.1", gate.port))
-      yield* waitFor(events, (e) => e._tag === "IncomingPeer" && e.id === b.id ? Option.some(e) : Option.none())
+      yield* waitFor(events, (e) => (e._tag === "IncomingPeer" && e.id === b.id ? Option.some(e) : Option.none()))
       // b holds the only queue slot, so c is refused at once
       const refused = yield* Effect.either(c.dial("127.0.0.1", gate.port))
       assert.isTrue(Either.isLeft(refused) && refused.left.message.includes("inbound queue full"))
@@ -167,20 +174,28 @@ describe("channel lifecycle", () => {
       const rejected = yield* Effect.either(Fiber.join(fromB))
       assert.isTrue(Either.isLeft(rejected) && rejected.left._tag === "RemoteRejected")
       assert.include(Either.isLeft(rejected) ? rejected.left.message : "", "not today")
-      assert.deepStrictEqual((yield* gate.channels).map((ch) => ch.remoteId), [a.id])
-    }))
+      assert.deepStrictEqual(
+        (yield* gate.channels).map((ch) => ch.remoteId),
+        [a.id]
+      )
+    })
+  )
 
   it.scopedLive("packets queued on a channel that gives up are failed back to their senders", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const a = yield* startNode({ reconnectRetries: 2, reconnectDelayMillis: 20 })
       const scope = yield* Scope.make()
       const b = yield* startNode().pipe(Scope.extend(scope))
       const channel = yield* a.dial("127.0.0.1", b.port)
       yield* channel.awaitTrusted
       yield* Scope.close(scope, Exit.void)
-      yield* channel.stateChanges.pipe(Stream.filter((s) => s === "reconnecting"), Stream.runHead)
+      yield* channel.stateChanges.pipe(
+        Stream.filter((s) => s === "reconnecting"),
+        Stream.runHead
+      )
       const result = yield* Effect.either(channel.sendAndAwait(message(a.id, "never")))
       assert.isTrue(Either.isLeft(result) && result.left._tag === "ChannelClosed")
       assert.strictEqual((yield* channel.awaitClosed)._tag, "ConnectionLost")
-    }))
+    })
+  )
 })

@@ -4,7 +4,7 @@ import { message, packetsFrom, startNode, waitFor } from "./support/nodes.js"
 
 describe("PeerNetwork", () => {
   it.scoped("three nodes connect, become trusted, and exchange every packet kind", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const a = yield* startNode()
       const b = yield* startNode()
       const c = yield* startNode()
@@ -23,24 +23,32 @@ describe("PeerNetwork", () => {
       const sent = packetsFrom(a.id)
       for (const p of sent) yield* ab.send(p)
       const got = yield* bPackets.pipe(Stream.take(sent.length), Stream.runCollect)
-      assert.deepStrictEqual([...got].map((r) => r.packet), [...sent])
+      assert.deepStrictEqual(
+        [...got].map((r) => r.packet),
+        [...sent]
+      )
       for (const r of got) assert.strictEqual(r.channel.remoteId, a.id)
       // the Disconnect closed a-b; b-c still works
       yield* bc.send(message(b.id, "still here"))
-      const fromB = yield* cPackets.pipe(Stream.filter((r) => r.channel.remoteId === b.id), Stream.runHead)
+      const fromB = yield* cPackets.pipe(
+        Stream.filter((r) => r.channel.remoteId === b.id),
+        Stream.runHead
+      )
       assert.strictEqual(Option.getOrThrow(fromB).packet._tag, "PureMessage")
       const reason = yield* ab.awaitClosed
       assert.strictEqual(reason._tag, "LocalClose")
-    }))
+    })
+  )
 
   it.scoped("publishes peer added and channel state events", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const a = yield* startNode()
       const b = yield* startNode()
       const events = yield* a.registry.subscribeEvents
       yield* a.dial("127.0.0.1", b.port)
-      const added = yield* waitFor(events, (e) => e._tag === "PeerAdded" ? Option.some(e.peer) : Option.none())
+      const added = yield* waitFor(events, (e) => (e._tag === "PeerAdded" ? Option.some(e.peer) : Option.none()))
       assert.strictEqual(added.id, b.id)
       assert.strictEqual(added.port, b.port)
-    }))
+    })
+  )
 })

@@ -26,7 +26,7 @@ const sentAt = 1_700_000_000_000
 
 /** Sections 3 and 7, as initiator: preamble both ways, our Hello, the node's Hello. */
 const openConnection = (port: number, me: RawIdentity, hello: Header) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const conn = yield* connect(port)
     yield* conn.write(PREAMBLE)
     assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
@@ -49,7 +49,7 @@ const handshake = (
   networkKey = "",
   after: ReadonlyArray<Uint8Array> = []
 ) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     yield* conn.write(encodeFrame(makeProof(me, network, mine, theirs, networkKey)))
     const proof = yield* conn.readFrame
     assert.strictEqual(proof.header["_tag"], "HandshakeProof")
@@ -70,7 +70,8 @@ const trustedChannel = (events: Stream.Stream<NetworkEvent>, id: string) =>
   waitFor(events, (e) =>
     e._tag === "ChannelStateChanged" && e.state === "trusted" && e.channel.remoteId === id
       ? Option.some(e.channel)
-      : Option.none())
+      : Option.none()
+  )
 
 const headerOnly = (frame: Frame) => {
   assert.strictEqual(frame.attachment.length, 0, `${String(frame.header["_tag"])} has no attachment`)
@@ -79,7 +80,7 @@ const headerOnly = (frame: Frame) => {
 
 describe("docs/protocol.md: a client written from the document", () => {
   it.scoped("opens a connection, passes the default handshake, and exchanges packets both ways", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const packets = yield* node.registry.subscribePackets
       const me = makeIdentity()
@@ -104,7 +105,11 @@ describe("docs/protocol.md: a client written from the document", () => {
         encodeFrame({ _tag: "PureMessage", message: "hello from the doc ✓", origin: me.id, sentAt }),
         encodeFrame({ _tag: "DataTransmission", format: "File", origin: me.id, sentAt }, bytes)
       ])
-      const [text, data] = yield* packets.pipe(Stream.take(2), Stream.runCollect, Effect.map((c) => [...c]))
+      const [text, data] = yield* packets.pipe(
+        Stream.take(2),
+        Stream.runCollect,
+        Effect.map((c) => [...c])
+      )
       assert.strictEqual(text?.channel.remoteId, me.id)
       assert.strictEqual(data?.channel, text?.channel)
       const channel = text!.channel
@@ -155,10 +160,11 @@ describe("docs/protocol.md: a client written from the document", () => {
       yield* conn.awaitEnd
       const reason = yield* channel.awaitClosed
       assert.strictEqual(reason._tag, "LocalClose")
-    }))
+    })
+  )
 
   it.scoped("with a network key, both proofs carry the HMAC of section 8 and the channel becomes trusted", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode({ networkKey: "secret" })
       const events = yield* node.registry.subscribeEvents
       const me = makeIdentity()
@@ -167,7 +173,8 @@ describe("docs/protocol.md: a client written from the document", () => {
       yield* handshake(conn, me, mine, theirHello, "secret")
       const channel = yield* trustedChannel(events, me.id)
       assert.isTrue(channel.isTrusted())
-    }))
+    })
+  )
 
   it("the handshake test vector of section 8 reproduces", () => {
     const seed = (first: number) => Buffer.from(Array.from({ length: 32 }, (_, i) => first + i))
@@ -186,9 +193,9 @@ describe("docs/protocol.md: a client written from the document", () => {
     const signed = transcript("p2pnet", a, b)
     assert.strictEqual(
       JSON.stringify(signed.toString("utf8")),
-      "\"effect-p2pnet/v1 handshake\\np2pnet\\n56475aa75463474c0285df5dbf2bcab73da65135\\n" +
+      '"effect-p2pnet/v1 handshake\\np2pnet\\n56475aa75463474c0285df5dbf2bcab73da65135\\n' +
         "24f6ed6acbfe1009c030d7ca567c33ca48309114\\nu7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7u7s=\\n" +
-        "qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqo=\""
+        'qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqo="'
     )
     assert.strictEqual(
       crypto.sign(null, signed, privateKey(seed(0), publicA)).toString("base64"),
@@ -201,7 +208,7 @@ describe("docs/protocol.md: a client written from the document", () => {
   })
 
   it.scoped("a peer of another network gets a Reject instead of the node's Hello, then the end of the stream", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const me = makeIdentity()
       const conn = yield* connect(node.port)
@@ -210,27 +217,29 @@ describe("docs/protocol.md: a client written from the document", () => {
       yield* conn.write(encodeFrame(makeHello(me, "elsewhere")))
       assert.deepStrictEqual(headerOnly(yield* conn.readFrame), {
         _tag: "Reject",
-        reason: "network mismatch: peer is in \"elsewhere\", this node in \"p2pnet\""
+        reason: 'network mismatch: peer is in "elsewhere", this node in "p2pnet"'
       })
       yield* conn.awaitEnd
       assert.deepStrictEqual(yield* node.trustedChannels, [])
-    }))
+    })
+  )
 
   it.scoped("a client that is not a P2PNET peer receives the preamble, a Reject, and is closed", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const conn = yield* connect(node.port)
       yield* conn.write(Buffer.from("GET / HTTP/1.1\r\n\r\n", "ascii"))
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
       assert.deepStrictEqual(headerOnly(yield* conn.readFrame), {
         _tag: "Reject",
-        reason: "not a P2PNET peer (missing \"P2PNET\" preamble)"
+        reason: 'not a P2PNET peer (missing "P2PNET" preamble)'
       })
       yield* conn.awaitEnd
-    }))
+    })
+  )
 
   it.scoped("a preamble announcing version 2 is answered with a Reject naming both versions", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const conn = yield* connect(node.port)
       yield* conn.write(Buffer.from([0x50, 0x32, 0x50, 0x4e, 0x45, 0x54, 0x00, 0x02]))
@@ -240,10 +249,11 @@ describe("docs/protocol.md: a client written from the document", () => {
         reason: "unsupported protocol version 2; this node speaks 1"
       })
       yield* conn.awaitEnd
-    }))
+    })
+  )
 
   it.scoped("a Hello claiming the node's own NodeId gets a Reject instead of the node's Hello", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const me = makeIdentity()
       const conn = yield* connect(node.port)
@@ -252,10 +262,11 @@ describe("docs/protocol.md: a client written from the document", () => {
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
       assert.deepStrictEqual(headerOnly(yield* conn.readFrame), { _tag: "Reject", reason: "connected to itself" })
       yield* conn.awaitEnd
-    }))
+    })
+  )
 
   it.scoped("a Hello announcing version 2 gets a Reject naming both versions instead of the node's Hello", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const me = makeIdentity()
       const conn = yield* connect(node.port)
@@ -266,10 +277,11 @@ describe("docs/protocol.md: a client written from the document", () => {
         reason: "Hello announces version 2; this node speaks 1"
       })
       yield* conn.awaitEnd
-    }))
+    })
+  )
 
   it.scoped("a Hello claiming a connected peer's NodeId fails the handshake and leaves that peer's channel open", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const packets = yield* node.registry.subscribePackets
       const me = makeIdentity()
@@ -304,10 +316,11 @@ describe("docs/protocol.md: a client written from the document", () => {
       assert(second.packet._tag === "PureMessage")
       assert.strictEqual(second.packet.message, "still here")
       assert.isFalse(channel.isClosed())
-    }))
+    })
+  )
 
   it.scoped("after the handshake, a length prefix over 16 MiB closes the connection without a Reject", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const node = yield* startNode()
       const events = yield* node.registry.subscribeEvents
       const me = makeIdentity()
@@ -321,5 +334,6 @@ describe("docs/protocol.md: a client written from the document", () => {
       yield* conn.awaitEnd
       const reason = yield* channel.awaitClosed
       assert.strictEqual(reason._tag, "FrameTooLarge")
-    }))
+    })
+  )
 })

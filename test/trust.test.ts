@@ -13,7 +13,7 @@ const OpenGate = IncomingTrust.layerPolicy({ allowEnhancedPacketExchange: true, 
 
 /** Sends every packet kind over an untrusted channel and returns which kinds the receiver delivered. */
 const delivered = (receiverPolicy: Parameters<typeof IncomingTrust.layerPolicy>[0]) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const receiver = yield* startNode({}, { handshake: NeverTrust, trust: IncomingTrust.layerPolicy(receiverPolicy) })
     const sender = yield* startNode({}, { handshake: NeverTrust, trust: OpenGate })
     const packets = yield* receiver.registry.subscribePackets
@@ -36,25 +36,30 @@ const delivered = (receiverPolicy: Parameters<typeof IncomingTrust.layerPolicy>[
 
 describe("incoming-peer trust gate (handshake and policy replaced with Layers)", () => {
   it.scoped("default policy: untrusted channels pass PureMessage and Disconnect, drop the enhanced kinds", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const { dropped, kinds } = yield* delivered({})
       assert.deepStrictEqual(kinds, ["PureMessage", "Disconnect"] satisfies Array<PacketKind>)
       assert.strictEqual(dropped, 3)
-    }))
+    })
+  )
 
   it.scoped("AllowEnhancedPacketExchange passes every kind from untrusted channels", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const { dropped, kinds } = yield* delivered({ allowEnhancedPacketExchange: true })
       assert.deepStrictEqual(kinds, ["Identity", "PeerGroup", "DataTransmission", "PureMessage", "Disconnect"])
       assert.strictEqual(dropped, 0)
-    }))
+    })
+  )
 
   it.scoped("without AllowDefaultCommunication an untrusted channel delivers nothing", () =>
-    Effect.gen(function*() {
-      const receiver = yield* startNode({}, {
-        handshake: NeverTrust,
-        trust: IncomingTrust.layerPolicy({ allowDefaultCommunication: false })
-      })
+    Effect.gen(function* () {
+      const receiver = yield* startNode(
+        {},
+        {
+          handshake: NeverTrust,
+          trust: IncomingTrust.layerPolicy({ allowDefaultCommunication: false })
+        }
+      )
       const sender = yield* startNode({}, { handshake: NeverTrust, trust: OpenGate })
       const channel = yield* sender.dial("127.0.0.1", receiver.port)
       for (const p of packetsFrom(sender.id).slice(0, 4)) yield* channel.sendAndAwait(p)
@@ -65,10 +70,11 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       const stats = yield* inbound.stats
       assert.strictEqual(stats.droppedGated, 5)
       assert.strictEqual(reason._tag, "ConnectionLost")
-    }))
+    })
+  )
 
   it.scoped("a trusted channel delivers every kind whatever the policy", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const strict = IncomingTrust.layerPolicy({ allowDefaultCommunication: false })
       const a = yield* startNode({}, { handshake: AlwaysTrust, trust: strict })
       const b = yield* startNode({}, { handshake: AlwaysTrust, trust: strict })
@@ -77,17 +83,15 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       yield* channel.awaitTrusted
       for (const p of packetsFrom(a.id)) yield* channel.send(p)
       const kinds = yield* packets.pipe(Stream.take(5), Stream.runCollect)
-      assert.deepStrictEqual([...kinds].map((r) => r.packet._tag), [
-        "Identity",
-        "PeerGroup",
-        "DataTransmission",
-        "PureMessage",
-        "Disconnect"
-      ])
-    }))
+      assert.deepStrictEqual(
+        [...kinds].map((r) => r.packet._tag),
+        ["Identity", "PeerGroup", "DataTransmission", "PureMessage", "Disconnect"]
+      )
+    })
+  )
 
   it.scoped("sending a gated kind to an untrusted channel fails with NotTrusted", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const a = yield* startNode({}, { handshake: NeverTrust })
       const b = yield* startNode({}, { handshake: NeverTrust })
       const channel = yield* a.dial("127.0.0.1", b.port)
@@ -97,10 +101,11 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
         assert.isTrue(Either.isLeft(result) && result.left._tag === "NotTrusted", p._tag)
       }
       assert.isTrue(Either.isRight(yield* Effect.either(channel.send(pure!))))
-    }))
+    })
+  )
 
   it.scoped("a handshake that rejects closes the channel on both sides with the reason", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const Refuse = Layer.succeed(
         TrustHandshake,
         TrustHandshake.of({ run: () => Effect.succeed(Verdict.Rejected({ reason: "not on the guest list" })) })
@@ -114,13 +119,15 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       assert.strictEqual((yield* a.channels).length, 0)
       // b was told why
       const closed = yield* waitFor(events, (e) =>
-        e._tag === "ChannelStateChanged" && e.state === "closed" ? Option.fromNullable(e.reason) : Option.none())
+        e._tag === "ChannelStateChanged" && e.state === "closed" ? Option.fromNullable(e.reason) : Option.none()
+      )
       assert.strictEqual(closed._tag, "RemoteRejected")
       assert.include(closed.message, "not on the guest list")
-    }))
+    })
+  )
 
   it.scoped("the default handshake refuses a peer of another network and one without the network key", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const home = yield* startNode({ network: "home", networkKey: "s3cret" })
       const other = yield* startNode({ network: "elsewhere", networkKey: "s3cret" })
       const keyless = yield* startNode({ network: "home" })
@@ -133,5 +140,6 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       yield* ok.awaitTrusted
       yield* ok.send(message(friend.id, "hi"))
       assert.strictEqual(ok.remoteId, home.id)
-    }))
+    })
+  )
 })

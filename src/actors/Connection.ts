@@ -100,7 +100,7 @@ export const socketStream = (socket: net.Socket): ByteStream => {
 }
 
 /** "::ffff:127.0.0.1" (IPv4-mapped) is reported as "127.0.0.1". */
-export const normalizeAddress = (a: string): string => a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a
+export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a)
 
 /** Opens a TCP connection; fails with DialFailed on refusal or after `timeoutMillis`. Interrupting it closes the socket. */
 export const dialTcp = (address: string, port: number, timeoutMillis: number) =>

@@ -11,7 +11,15 @@ import { ConnectionLost, PeerFlooding, ProtocolMismatch, RemoteRejected } from "
 import { Hello, Reject } from "../schema/handshake.js"
 import type { NetworkSettings } from "../schema/settings.js"
 import type { FrameValue } from "../schema/wire.js"
-import { decodeBody, encodeFrame, FrameReader, parsePreamble, preamble, PREAMBLE_LENGTH, PROTOCOL_VERSION } from "../schema/wire.js"
+import {
+  decodeBody,
+  encodeFrame,
+  FrameReader,
+  parsePreamble,
+  preamble,
+  PREAMBLE_LENGTH,
+  PROTOCOL_VERSION
+} from "../schema/wire.js"
 import type { NodeKeys } from "../layers/NodeIdentity.js"
 import type { ByteStream } from "./Connection.js"
 import type { SecureSession } from "../layers/SecureSession.js"
@@ -66,10 +74,12 @@ const readPreamble = (stream: ByteStream) =>
         if (got.length < PREAMBLE_LENGTH) return
         stream.receive(undefined, got.subarray(PREAMBLE_LENGTH))
         const parsed = parsePreamble(got.subarray(0, PREAMBLE_LENGTH))
-        resume(Either.match(parsed, {
-          onLeft: (reason) => Effect.fail(new ProtocolMismatch({ reason })),
-          onRight: Effect.succeed
-        }))
+        resume(
+          Either.match(parsed, {
+            onLeft: (reason) => Effect.fail(new ProtocolMismatch({ reason })),
+            onRight: Effect.succeed
+          })
+        )
       },
       onEnd: (reason) => resume(Effect.fail(reason))
     })
@@ -89,7 +99,7 @@ export interface EstablishOptions {
  * Reject instead). A wrong preamble or version is answered with a Reject frame before failing.
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     yield* stream.write([preamble()])
     const version = yield* readPreamble(stream).pipe(
       Effect.tapError((e) =>

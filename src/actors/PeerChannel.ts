@@ -4,9 +4,31 @@
  * counters. An outbound channel survives connection drops: it re-dials on a retry Schedule and sends what was queued
  * once the new connection is trusted; what cannot be delivered is failed back to senders and reported, never dropped.
  */
-import { Chunk, DateTime, Deferred, Effect, Exit, Fiber, Option, Queue, Schedule, Stream, SubscriptionRef } from "effect"
+import {
+  Chunk,
+  DateTime,
+  Deferred,
+  Effect,
+  Exit,
+  Fiber,
+  Option,
+  Queue,
+  Schedule,
+  Stream,
+  SubscriptionRef
+} from "effect"
 import type { CloseReason, DialFailed } from "../schema/errors.js"
-import { ChannelClosed, ConnectionLost, FrameTooLarge, HandshakeTimeout, LocalClose, NotTrusted, ProtocolMismatch, RemoteDisconnected, RemoteRejected } from "../schema/errors.js"
+import {
+  ChannelClosed,
+  ConnectionLost,
+  FrameTooLarge,
+  HandshakeTimeout,
+  LocalClose,
+  NotTrusted,
+  ProtocolMismatch,
+  RemoteDisconnected,
+  RemoteRejected
+} from "../schema/errors.js"
 import type { HandshakeMessage } from "../schema/handshake.js"
 import { Reject } from "../schema/handshake.js"
 import type { NodeId } from "../schema/ids.js"
@@ -45,8 +67,8 @@ export interface PacketReceived {
   readonly packet: Packet
 }
 
-/** The handle users hold. All effects here have no requirements. */
-export interface PeerChannel {
+/** What a channel knows about its connection once the Hello exchange is done. */
+export interface ChannelInfo {
   /** Local number of this channel, unique within one PeerNetwork. */
   readonly key: number
   readonly direction: "inbound" | "outbound"
@@ -59,6 +81,10 @@ export interface PeerChannel {
   readonly remoteListenPort: number
   /** The node that opened the connection; used for the duplicate tie-break. */
   readonly initiatorId: NodeId
+}
+
+/** The handle users hold. All effects here have no requirements. */
+export interface PeerChannel extends ChannelInfo {
   readonly label: string
   readonly state: Effect.Effect<ChannelState>
   readonly stateChanges: Stream.Stream<ChannelState>
@@ -122,19 +148,8 @@ export interface ChannelRuntime {
   readonly opened: Effect.Effect<PeerChannel, CloseReason>
 }
 
-export const makePeerChannel = (
-  info: {
-    readonly key: number
-    readonly direction: "inbound" | "outbound"
-    readonly address: string
-    readonly port: number
-    readonly remoteId: NodeId
-    readonly remoteListenPort: number
-    readonly initiatorId: NodeId
-  },
-  deps: ChannelDeps
-) =>
-  Effect.gen(function*() {
+export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
+  Effect.gen(function* () {
     const outbox = yield* Queue.bounded<OutboxItem>(deps.outboxCapacity)
     const stateRef = yield* SubscriptionRef.make<ChannelState>("handshaking")
     const closed = yield* Deferred.make<CloseReason>()
@@ -152,7 +167,7 @@ export const makePeerChannel = (
     const closedError = (reason: string) => new ChannelClosed({ peer: label, reason })
 
     const setState = (state: ChannelState, reason?: CloseReason) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const previous = yield* SubscriptionRef.getAndSet(stateRef, state)
         if (previous === state) return
         if (state === "reconnecting") trustedBeforeDrop = trusted
@@ -163,14 +178,24 @@ export const makePeerChannel = (
       })
 
     /** Checks and frames one packet for the outbox. */
-    const prepare = (packet: Packet, written: OutboxItem["written"]): OutboxItem | NotTrusted | ChannelClosed | FrameTooLarge => {
+    const prepare = (
+      packet: Packet,
+      written: OutboxItem["written"]
+    ): OutboxItem | NotTrusted | ChannelClosed | FrameTooLarge => {
       if (isClosed) return closedError("closed")
-      if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop)) return new NotTrusted({ kind: packet._tag, peer: label })
+      if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop))
+        return new NotTrusted({ kind: packet._tag, peer: label })
       const chunks = encodeFrameChunks(packet)
       let size = 0
       for (const c of chunks) size += c.length
       if (size - 4 > deps.maxFrameBytes) return new FrameTooLarge({ size: size - 4, max: deps.maxFrameBytes })
-      return { chunks, size, kind: packet._tag, written, disconnect: packet._tag === "Disconnect" ? packet.reason : undefined }
+      return {
+        chunks,
+        size,
+        kind: packet._tag,
+        written,
+        disconnect: packet._tag === "Disconnect" ? packet.reason : undefined
+      }
     }
 
     /** Offers prepared items in order: synchronously while there is room, then waiting, unless the channel closes. */
@@ -211,7 +236,9 @@ export const makePeerChannel = (
       send: (packet) => enqueue(packet, undefined),
       sendAll: enqueueAll,
       sendAndAwait: (packet) =>
-        Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) => Effect.zipRight(enqueue(packet, d), Deferred.await(d))),
+        Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) =>
+          Effect.zipRight(enqueue(packet, d), Deferred.await(d))
+        ),
       awaitTrusted: Deferred.await(trustedSignal),
       close: (reason) =>
         Effect.suspend(() => {
@@ -219,9 +246,9 @@ export const makePeerChannel = (
           const current = link
           if (current === undefined) {
             // between links (reconnecting): nothing to tell the remote
-            return Effect.sync(() => closeRequested = new LocalClose({ reason }))
+            return Effect.sync(() => (closeRequested = new LocalClose({ reason })))
           }
-          return Effect.gen(function*() {
+          return Effect.gen(function* () {
             const bye = Disconnect.make({
               address: "",
               port: 0 as Disconnect["port"],
@@ -241,14 +268,17 @@ export const makePeerChannel = (
         bytesOut: counters.bytesOut,
         droppedGated: counters.droppedGated,
         lastIncomingAt: counters.lastIncomingAt,
-        outboxSize: Math.max(0, Option.getOrElse(outbox.unsafeSize(), () => 0))
+        outboxSize: Math.max(
+          0,
+          Option.getOrElse(outbox.unsafeSize(), () => 0)
+        )
       })),
       setTrusted: (t) => (isClosed ? Effect.void : setState(t ? "trusted" : "untrusted"))
     }
     let closeRequested: LocalClose | undefined
 
     const writer = (current: Link) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         while (true) {
           if (inFlight.length === 0) inFlight = Chunk.toArray(yield* Queue.takeBetween(outbox, 1, 1024))
           // a Disconnect ends the batch: what follows it is never sent and is reported as undelivered
@@ -297,8 +327,12 @@ export const makePeerChannel = (
      * Gates and publishes what the link decoded. Until the trust phase has decided, application packets are held
      * (a peer may send them right behind its verdict) and gated afterwards with the trust that was decided.
      */
-    const processor = (current: Link, handshake: Queue.Queue<HandshakeMessage | LinkEnd>, phase: { decided: boolean }) =>
-      Effect.gen(function*() {
+    const processor = (
+      current: Link,
+      handshake: Queue.Queue<HandshakeMessage | LinkEnd>,
+      phase: { decided: boolean }
+    ) =>
+      Effect.gen(function* () {
         const held: Array<Packet> = []
         while (true) {
           const items = yield* Queue.takeBetween(current.inbox, 1, 512)
@@ -361,7 +395,7 @@ export const makePeerChannel = (
     /** Runs one link until it ends; returns why, and whether it got past the trust phase. */
     const runLink = (current: Link) =>
       Effect.scoped(
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           link = current
           yield* Effect.addFinalizer(() =>
             Effect.sync(() => {
@@ -403,7 +437,9 @@ export const makePeerChannel = (
           }
           if (winner !== channel) {
             yield* Deferred.succeed(opened, winner)
-            const reason = new LocalClose({ reason: `duplicate channel: keeping the one initiated by ${winner.initiatorId}` })
+            const reason = new LocalClose({
+              reason: `duplicate channel: keeping the one initiated by ${winner.initiatorId}`
+            })
             yield* current.write([encodeFrame(Reject.make({ reason: "duplicate channel" }))]).pipe(Effect.ignore)
             current.end(reason)
             return { reason: yield* Fiber.join(proc), opened: false }
@@ -418,7 +454,7 @@ export const makePeerChannel = (
       )
 
     const finish = (reason: CloseReason) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         isClosed = true
         const undelivered = [...inFlight, ...Chunk.toArray(yield* Queue.takeAll(outbox))]
         inFlight = []
@@ -435,7 +471,7 @@ export const makePeerChannel = (
       })
 
     const run = (first: Link): Effect.Effect<CloseReason> =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         let current = first
         let everOpened = false
         // one retry budget across re-dials; it is renewed only when a connection gets past its trust phase, so a
@@ -448,7 +484,10 @@ export const makePeerChannel = (
             everOpened = true
             yield* budget.reset
           }
-          const retryable = reason._tag === "ConnectionLost" && info.direction === "outbound" && everOpened &&
+          const retryable =
+            reason._tag === "ConnectionLost" &&
+            info.direction === "outbound" &&
+            everOpened &&
             closeRequested === undefined
           if (!retryable) return reason
           yield* Effect.logWarning(`connection lost (${reason.detail}); re-dialling`)
@@ -478,4 +517,3 @@ export const makePeerChannel = (
 
     return { channel, run, opened: Deferred.await(opened) } satisfies ChannelRuntime
   })
-

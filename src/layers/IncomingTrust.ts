@@ -15,13 +15,16 @@ export const isEnhancedKind = (kind: PacketKind): boolean =>
 export const policyGate = (policy: IncomingPeerTrustPolicy, kind: PacketKind, trusted: boolean): boolean =>
   trusted || (isEnhancedKind(kind) ? policy.allowEnhancedPacketExchange : policy.allowDefaultCommunication)
 
-export class IncomingTrust extends Context.Tag("effect-p2pnet/IncomingTrust")<IncomingTrust, {
-  readonly policy: IncomingPeerTrustPolicy
-  /** Deliver a received packet of this kind? (false: dropped and counted) */
-  readonly canReceive: (kind: PacketKind, trusted: boolean) => boolean
-  /** Accept an outgoing packet of this kind? (false: the send fails with NotTrusted) */
-  readonly canSend: (kind: PacketKind, trusted: boolean) => boolean
-}>() {
+export class IncomingTrust extends Context.Tag("effect-p2pnet/IncomingTrust")<
+  IncomingTrust,
+  {
+    readonly policy: IncomingPeerTrustPolicy
+    /** Deliver a received packet of this kind? (false: dropped and counted) */
+    readonly canReceive: (kind: PacketKind, trusted: boolean) => boolean
+    /** Accept an outgoing packet of this kind? (false: the send fails with NotTrusted) */
+    readonly canSend: (kind: PacketKind, trusted: boolean) => boolean
+  }
+>() {
   /** The gate of the given policy. */
   static readonly fromPolicy = (policy: IncomingPeerTrustPolicy) =>
     IncomingTrust.of({
@@ -32,5 +35,8 @@ export class IncomingTrust extends Context.Tag("effect-p2pnet/IncomingTrust")<In
   static readonly layerPolicy = (policy: Partial<ConstructorParameters<typeof IncomingPeerTrustPolicy>[0]>) =>
     Layer.succeed(this, this.fromPolicy(IncomingPeerTrustPolicy.make(policy)))
   /** The policy in NetworkConfig.trust. */
-  static readonly layer = Layer.effect(this, Effect.map(NetworkConfig, (s) => this.fromPolicy(s.trust)))
+  static readonly layer = Layer.effect(
+    this,
+    Effect.map(NetworkConfig, (s) => this.fromPolicy(s.trust))
+  )
 }

@@ -12,7 +12,9 @@ import { logSettingsFromEnv } from "./Settings.js"
 /** The log category annotation key and the original's categories. */
 export const Category = { LAN: "LAN", Bootstrap: "Bootstrap", Peers: "Peers" } as const
 
-export const loggingLayer = (settings: Partial<ConstructorParameters<typeof LogSettings>[0]> = {}): Layer.Layer<never> => {
+export const loggingLayer = (
+  settings: Partial<ConstructorParameters<typeof LogSettings>[0]> = {}
+): Layer.Layer<never> => {
   const s = LogSettings.make(settings)
   const console = s.format === "json" ? Logger.json : Logger.pretty
   const level = Logger.minimumLogLevel(LogLevel.fromLiteral(s.level))

@@ -31,7 +31,9 @@ export const networkLayer = (
   overrides: NetworkOverrides = {}
 ): Layer.Layer<PeerNetwork | PeerRegistry, ListenFailed | KeyFileError, NetworkConfig> =>
   PeerNetwork.layer.pipe(
-    Layer.provideMerge(PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })),
+    Layer.provideMerge(
+      PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })
+    ),
     Layer.provide(
       Layer.mergeAll(
         overrides.identity ?? NodeIdentity.layerConfig,

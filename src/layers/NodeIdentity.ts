@@ -75,6 +75,6 @@ export class NodeIdentity extends Context.Tag("effect-p2pnet/NodeIdentity")<Node
   /** From NetworkConfig.keyFile when set, else a fresh key pair. */
   static readonly layerConfig = Layer.effect(
     this,
-    Effect.flatMap(NetworkConfig, (s) => s.keyFile === "" ? Effect.sync(generateKeys) : loadOrCreateKeys(s.keyFile))
+    Effect.flatMap(NetworkConfig, (s) => (s.keyFile === "" ? Effect.sync(generateKeys) : loadOrCreateKeys(s.keyFile)))
   )
 }

@@ -13,7 +13,15 @@ import type { ChannelCounters } from "../actors/Link.js"
 import { listenTcp } from "../actors/Listener.js"
 import type { ChannelState, PeerChannel } from "../actors/PeerChannel.js"
 import { makePeerChannel } from "../actors/PeerChannel.js"
-import type { ChannelClosed, CloseReason, DialFailed, FrameTooLarge, ListenFailed, NotTrusted, PeerNotFound } from "../schema/errors.js"
+import type {
+  ChannelClosed,
+  CloseReason,
+  DialFailed,
+  FrameTooLarge,
+  ListenFailed,
+  NotTrusted,
+  PeerNotFound
+} from "../schema/errors.js"
 import { HandshakeFailed, HandshakeTimeout, LocalClose, PeerBlocked, ProtocolMismatch } from "../schema/errors.js"
 import { Reject } from "../schema/handshake.js"
 import type { HandshakeMessage } from "../schema/handshake.js"
@@ -39,38 +47,44 @@ export interface PendingPeer {
 
 export type DialError = DialFailed | PeerBlocked | CloseReason
 
-export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<PeerNetwork, {
-  readonly id: NodeId
-  /** The TCP port actually listened on (0 when not listening). */
-  readonly port: number
-  /**
-   * Connects to a peer and returns its channel once the trust handshake has decided (the channel is then trusted,
-   * or open but untrusted when the handshake or policy says so). If a channel to that node already exists, or one
-   * opened by the peer at the same moment wins the tie-break, that channel is returned. Fails with the reason when
-   * the peer refuses or the handshake fails.
-   */
-  readonly dial: (address: string, port: number) => Effect.Effect<PeerChannel, DialError>
-  readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
-  readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
-  readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
-  /** Waits until a channel to `id` is open (dialled by either side) and returns it. */
-  readonly awaitChannel: (id: NodeId) => Effect.Effect<PeerChannel>
-  readonly send: (
-    id: NodeId,
-    packet: Packet
-  ) => Effect.Effect<void, PeerNotFound | NotTrusted | ChannelClosed | FrameTooLarge>
-  /** Queue-based placement: the next inbound peer waiting for a decision. */
-  readonly incoming: Effect.Effect<PendingPeer>
-  readonly registry: PeerRegistry["Type"]
-}>() {
+export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<
+  PeerNetwork,
+  {
+    readonly id: NodeId
+    /** The TCP port actually listened on (0 when not listening). */
+    readonly port: number
+    /**
+     * Connects to a peer and returns its channel once the trust handshake has decided (the channel is then trusted,
+     * or open but untrusted when the handshake or policy says so). If a channel to that node already exists, or one
+     * opened by the peer at the same moment wins the tie-break, that channel is returned. Fails with the reason when
+     * the peer refuses or the handshake fails.
+     */
+    readonly dial: (address: string, port: number) => Effect.Effect<PeerChannel, DialError>
+    readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
+    readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
+    readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
+    /** Waits until a channel to `id` is open (dialled by either side) and returns it. */
+    readonly awaitChannel: (id: NodeId) => Effect.Effect<PeerChannel>
+    readonly send: (
+      id: NodeId,
+      packet: Packet
+    ) => Effect.Effect<void, PeerNotFound | NotTrusted | ChannelClosed | FrameTooLarge>
+    /** Queue-based placement: the next inbound peer waiting for a decision. */
+    readonly incoming: Effect.Effect<PendingPeer>
+    readonly registry: PeerRegistry["Type"]
+  }
+>() {
   static readonly layer: Layer.Layer<
     PeerNetwork,
     ListenFailed,
     NetworkConfig | NodeIdentity | IncomingTrust | TrustHandshake | SecureSession | PeerRegistry
-  > = Layer.scoped(this, Effect.suspend(() => make))
+  > = Layer.scoped(
+    this,
+    Effect.suspend(() => make)
+  )
 }
 
-const make = Effect.gen(function*() {
+const make = Effect.gen(function* () {
   const settings = yield* NetworkConfig
   const keys = yield* NodeIdentity
   const trust = yield* IncomingTrust
@@ -88,8 +102,8 @@ const make = Effect.gen(function*() {
 
   const listening = settings.listen
     ? yield* listenTcp(settings.host, settings.port, (socket) => {
-      run(accept(socket))
-    })
+        run(accept(socket))
+      })
     : { host: settings.host, port: 0 }
   const listenPort = listening.port
 
@@ -109,7 +123,7 @@ const make = Effect.gen(function*() {
     link.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore, Effect.zipRight(link.stream.destroy))
 
   const trustPhase = (link: Link, initiator: boolean, queue: Queue.Queue<HandshakeMessage | LinkEnd>) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (!trust.policy.runDefaultTrustProtocol) return trust.policy.allowEnhancedPacketExchange
       const verdict = yield* handshake.run({
         initiator,
@@ -121,14 +135,15 @@ const make = Effect.gen(function*() {
         receive: Effect.flatMap(Queue.take(queue), (item) =>
           item instanceof LinkEnd
             ? Effect.fail(new HandshakeFailed({ reason: `connection ended: ${item.reason.message}` }))
-            : Effect.succeed(item))
+            : Effect.succeed(item)
+        )
       })
       if (verdict._tag === "Rejected") return yield* new HandshakeFailed({ reason: verdict.reason })
       return verdict._tag === "Trusted"
     })
 
   const onState = (channel: PeerChannel, state: ChannelState, reason: CloseReason | undefined) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       switch (state) {
         case "handshaking":
           yield* Effect.logInfo(`channel ${channel.direction} open, handshaking`)
@@ -150,12 +165,15 @@ const make = Effect.gen(function*() {
       yield* registry.publish(NetworkEvent.ChannelStateChanged({ channel, state, reason }))
     })
 
-  const retrySchedule = settings.reconnectBackoff === "fixed"
-    ? Schedule.spaced(settings.reconnectDelayMillis).pipe(Schedule.intersect(Schedule.recurs(settings.reconnectRetries)))
-    : Schedule.exponential(settings.reconnectDelayMillis).pipe(
-      Schedule.jittered,
-      Schedule.intersect(Schedule.recurs(settings.reconnectRetries))
-    )
+  const retrySchedule =
+    settings.reconnectBackoff === "fixed"
+      ? Schedule.spaced(settings.reconnectDelayMillis).pipe(
+          Schedule.intersect(Schedule.recurs(settings.reconnectRetries))
+        )
+      : Schedule.exponential(settings.reconnectDelayMillis).pipe(
+          Schedule.jittered,
+          Schedule.intersect(Schedule.recurs(settings.reconnectRetries))
+        )
 
   const makeChannel = (
     link: Link,
@@ -164,7 +182,7 @@ const make = Effect.gen(function*() {
     address: string,
     port: number
   ) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const key = yield* Ref.updateAndGet(keyCounter, (n) => n + 1)
       const remoteId = link.remoteHello.nodeId
       return yield* makePeerChannel(
@@ -187,14 +205,14 @@ const make = Effect.gen(function*() {
           trustPhase,
           publishPackets: registry.publishPackets,
           register: (channel, trusted) =>
-            Effect.gen(function*() {
-              const blocked = (yield* registry.isBlockedId(channel.remoteId)) ||
-                (yield* registry.isBlockedAddress(channel.address))
+            Effect.gen(function* () {
+              const blocked =
+                (yield* registry.isBlockedId(channel.remoteId)) || (yield* registry.isBlockedAddress(channel.address))
               return blocked ? undefined : yield* registry.register(channel, trusted)
             }),
           inboxCapacity: settings.inboxCapacity,
           onState,
-          redial: Effect.gen(function*() {
+          redial: Effect.gen(function* () {
             const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
             const next = yield* open(socketStream(socket), "initiator", counters)
             yield* screen(next).pipe(
@@ -216,7 +234,7 @@ const make = Effect.gen(function*() {
 
   /** Checks common to both directions once the remote's Hello is known; fails after telling the remote why. */
   const screen = (link: Link) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const id = link.remoteHello.nodeId
       if (id === keys.id) {
         yield* refuse(link, "connected to itself")
@@ -228,16 +246,16 @@ const make = Effect.gen(function*() {
       }
       // checked for every connection, whatever trust handshake runs
       if (link.remoteHello.network !== settings.network) {
-        const reason = `network mismatch: peer is in ${JSON.stringify(link.remoteHello.network)}, this node in ${
-          JSON.stringify(settings.network)
-        }`
+        const reason = `network mismatch: peer is in ${JSON.stringify(link.remoteHello.network)}, this node in ${JSON.stringify(
+          settings.network
+        )}`
         yield* refuse(link, reason)
         return yield* new HandshakeFailed({ reason })
       }
     })
 
   const dialOnce = (address: string, port: number) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
       const counters = makeCounters(clock.unsafeCurrentTimeMillis())
       const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
@@ -253,9 +271,9 @@ const make = Effect.gen(function*() {
     )
 
   const dial = (address: string, port: number): Effect.Effect<PeerChannel, DialError> =>
-    Effect.gen(function*() {
-      const existing = (yield* registry.channels).find((c) =>
-        c.address === address && (c.remoteListenPort === port || (c.direction === "outbound" && c.port === port))
+    Effect.gen(function* () {
+      const existing = (yield* registry.channels).find(
+        (c) => c.address === address && (c.remoteListenPort === port || (c.direction === "outbound" && c.port === port))
       )
       if (existing !== undefined) return existing
       const key = `${address}:${port}`
@@ -269,11 +287,13 @@ const make = Effect.gen(function*() {
       return yield* dialOnce(address, port).pipe(
         Effect.exit,
         Effect.tap((exit) => Deferred.done(mine, exit)),
-        Effect.ensuring(SynchronizedRef.update(dialing, (m) => {
-          const n = new Map(m)
-          n.delete(key)
-          return n
-        })),
+        Effect.ensuring(
+          SynchronizedRef.update(dialing, (m) => {
+            const n = new Map(m)
+            n.delete(key)
+            return n
+          })
+        ),
         Effect.flatten
       )
     })
@@ -281,7 +301,7 @@ const make = Effect.gen(function*() {
   const accept = (socket: net.Socket) => {
     const stream = socketStream(socket)
     const where = `${stream.remoteAddress}:${stream.remotePort}`
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       if (yield* registry.isBlockedAddress(stream.remoteAddress)) {
         yield* stream.destroy
         return yield* new PeerBlocked({ target: stream.remoteAddress })
@@ -291,7 +311,9 @@ const make = Effect.gen(function*() {
       yield* screen(link)
       const id = link.remoteHello.nodeId
       if (placement !== "QueueBased") {
-        yield* registry.publish(NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id }))
+        yield* registry.publish(
+          NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id })
+        )
       }
       if (placement !== "EventBased") {
         const decision = yield* Deferred.make<string | undefined>()
@@ -306,7 +328,10 @@ const make = Effect.gen(function*() {
           yield* refuse(link, "inbound queue full")
           return yield* new LocalClose({ reason: "inbound queue full" })
         }
-        const refused = yield* Deferred.await(decision).pipe(timeout, Effect.tapError(() => refuse(link, "not accepted in time")))
+        const refused = yield* Deferred.await(decision).pipe(
+          timeout,
+          Effect.tapError(() => refuse(link, "not accepted in time"))
+        )
         if (refused !== undefined) {
           yield* refuse(link, refused)
           return yield* new LocalClose({ reason: `rejected by the application: ${refused}` })
@@ -339,4 +364,3 @@ const make = Effect.gen(function*() {
     registry
   })
 })
-

@@ -32,48 +32,51 @@ interface State {
 
 const knownKey = (p: PeerAddress) => p.id ?? `${p.address}:${p.port}`
 
-export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<PeerRegistry, {
-  readonly known: Effect.Effect<ReadonlyArray<PeerAddress>>
-  /** Adds or updates a known peer; fails if its address or identifier is blocked. */
-  readonly addKnown: (peer: PeerAddress) => Effect.Effect<void, PeerBlocked>
-  /** Forgets a known peer by identifier or "address:port". */
-  readonly removeKnown: (key: string) => Effect.Effect<boolean>
-  readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
-  readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
-  /** Waits until a channel to `id` is open (its trust phase done) and returns it. */
-  readonly awaitChannel: (id: NodeId) => Effect.Effect<PeerChannel>
-  readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
-  /**
-   * Registers a channel after its trust phase and returns the one that survives. When a channel to the same node
-   * exists, the one initiated by the smaller NodeId is kept; between two opened by the same node, the one registered
-   * later. A channel that is not trusted never displaces a trusted one (its NodeId may be unproven). A replaced
-   * channel is closed with reason "duplicate channel: keeping the one initiated by <id>".
-   */
-  readonly register: (channel: PeerChannel, trusted: boolean) => Effect.Effect<PeerChannel>
-  readonly unregister: (channel: PeerChannel) => Effect.Effect<void>
-  readonly isBlockedAddress: (address: string) => Effect.Effect<boolean>
-  readonly isBlockedId: (id: string) => Effect.Effect<boolean>
-  /** Blocks an address: refuses it at accept and dial, and closes its channels. */
-  readonly blockAddress: (address: string) => Effect.Effect<void>
-  readonly unblockAddress: (address: string) => Effect.Effect<void>
-  /** Blocks an identifier: refuses it after Hello, closes its channel and forgets it. */
-  readonly blockId: (id: NodeId) => Effect.Effect<void>
-  readonly unblockId: (id: NodeId) => Effect.Effect<void>
-  readonly elevate: (id: NodeId) => Effect.Effect<void, PeerNotFound>
-  readonly demote: (id: NodeId) => Effect.Effect<void, PeerNotFound>
-  readonly publish: (event: NetworkEvent) => Effect.Effect<void>
-  readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
-  readonly events: Stream.Stream<NetworkEvent>
-  /** Subscribes now (so nothing published after this returns is missed), for the life of the scope. */
-  readonly subscribeEvents: Effect.Effect<Stream.Stream<NetworkEvent>, never, Scope.Scope>
-  readonly packets: Stream.Stream<PacketReceived>
-  readonly subscribePackets: Effect.Effect<Stream.Stream<PacketReceived>, never, Scope.Scope>
-}>() {
+export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<
+  PeerRegistry,
+  {
+    readonly known: Effect.Effect<ReadonlyArray<PeerAddress>>
+    /** Adds or updates a known peer; fails if its address or identifier is blocked. */
+    readonly addKnown: (peer: PeerAddress) => Effect.Effect<void, PeerBlocked>
+    /** Forgets a known peer by identifier or "address:port". */
+    readonly removeKnown: (key: string) => Effect.Effect<boolean>
+    readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
+    readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
+    /** Waits until a channel to `id` is open (its trust phase done) and returns it. */
+    readonly awaitChannel: (id: NodeId) => Effect.Effect<PeerChannel>
+    readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
+    /**
+     * Registers a channel after its trust phase and returns the one that survives. When a channel to the same node
+     * exists, the one initiated by the smaller NodeId is kept; between two opened by the same node, the one registered
+     * later. A channel that is not trusted never displaces a trusted one (its NodeId may be unproven). A replaced
+     * channel is closed with reason "duplicate channel: keeping the one initiated by <id>".
+     */
+    readonly register: (channel: PeerChannel, trusted: boolean) => Effect.Effect<PeerChannel>
+    readonly unregister: (channel: PeerChannel) => Effect.Effect<void>
+    readonly isBlockedAddress: (address: string) => Effect.Effect<boolean>
+    readonly isBlockedId: (id: string) => Effect.Effect<boolean>
+    /** Blocks an address: refuses it at accept and dial, and closes its channels. */
+    readonly blockAddress: (address: string) => Effect.Effect<void>
+    readonly unblockAddress: (address: string) => Effect.Effect<void>
+    /** Blocks an identifier: refuses it after Hello, closes its channel and forgets it. */
+    readonly blockId: (id: NodeId) => Effect.Effect<void>
+    readonly unblockId: (id: NodeId) => Effect.Effect<void>
+    readonly elevate: (id: NodeId) => Effect.Effect<void, PeerNotFound>
+    readonly demote: (id: NodeId) => Effect.Effect<void, PeerNotFound>
+    readonly publish: (event: NetworkEvent) => Effect.Effect<void>
+    readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
+    readonly events: Stream.Stream<NetworkEvent>
+    /** Subscribes now (so nothing published after this returns is missed), for the life of the scope. */
+    readonly subscribeEvents: Effect.Effect<Stream.Stream<NetworkEvent>, never, Scope.Scope>
+    readonly packets: Stream.Stream<PacketReceived>
+    readonly subscribePackets: Effect.Effect<Stream.Stream<PacketReceived>, never, Scope.Scope>
+  }
+>() {
   static readonly layer = (options: { readonly packetBuffer?: number } = {}) => Layer.scoped(this, make(options))
 }
 
 const make = (options: { readonly packetBuffer?: number }) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const state = yield* Ref.make<State>({
       known: new Map(),
       channels: new Map(),
@@ -89,7 +92,7 @@ const make = (options: { readonly packetBuffer?: number }) =>
     const publish = (e: NetworkEvent) => PubSub.publish(events, e).pipe(Effect.asVoid)
 
     const addKnown = (peer: PeerAddress) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const s = yield* Ref.get(state)
         if (s.blockedAddresses.has(peer.address)) return yield* new PeerBlocked({ target: peer.address })
         if (peer.id !== null && s.blockedIds.has(peer.id)) return yield* new PeerBlocked({ target: peer.id })
@@ -104,7 +107,7 @@ const make = (options: { readonly packetBuffer?: number }) =>
       })
 
     const removeKnown = (key: string) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const removed = yield* Ref.modify(state, (s) => {
           const peer = s.known.get(key)
           if (peer === undefined) return [undefined, s] as const
@@ -126,11 +129,13 @@ const make = (options: { readonly packetBuffer?: number }) =>
       })
 
     const register = (channel: PeerChannel, trusted: boolean) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const [winner, loser] = yield* Ref.modify(state, (s) => {
           const existing = s.channels.get(channel.remoteId)
           if (existing === channel) return [[channel, undefined] as const, s] as const
-          const keepNew = existing === undefined || existing.isClosed() ||
+          const keepNew =
+            existing === undefined ||
+            existing.isClosed() ||
             (existing.isTrusted() && !trusted
               ? false
               : existing.initiatorId === channel.initiatorId || channel.initiatorId < existing.initiatorId)
@@ -163,17 +168,22 @@ const make = (options: { readonly packetBuffer?: number }) =>
       })
 
     const closeWhere = (f: (c: PeerChannel) => boolean, reason: string) =>
-      Effect.flatMap(channelsWhere(f), Effect.forEach((c) => c.close(reason), { discard: true }))
+      Effect.flatMap(
+        channelsWhere(f),
+        Effect.forEach((c) => c.close(reason), { discard: true })
+      )
 
     const awaitChannel = (id: NodeId): Effect.Effect<PeerChannel> =>
-      Effect.scoped(Effect.gen(function*() {
-        const subscription = yield* PubSub.subscribe(events)
-        while (true) {
-          const found = yield* Effect.option(findChannel(id))
-          if (found._tag === "Some" && (yield* found.value.state) !== "handshaking") return found.value
-          yield* subscription.take
-        }
-      }))
+      Effect.scoped(
+        Effect.gen(function* () {
+          const subscription = yield* PubSub.subscribe(events)
+          while (true) {
+            const found = yield* Effect.option(findChannel(id))
+            if (found._tag === "Some" && (yield* found.value.state) !== "handshaking") return found.value
+            yield* subscription.take
+          }
+        })
+      )
 
     return PeerRegistry.of({
       awaitChannel,

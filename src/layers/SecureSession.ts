@@ -7,12 +7,15 @@ import { Context, Effect, Layer } from "effect"
 import type { ByteStream } from "../actors/Connection.js"
 import type { ConnectionLost, HandshakeFailed } from "../schema/errors.js"
 
-export class SecureSession extends Context.Tag("effect-p2pnet/SecureSession")<SecureSession, {
-  readonly name: string
-  readonly upgrade: (
-    stream: ByteStream,
-    role: "initiator" | "responder"
-  ) => Effect.Effect<ByteStream, ConnectionLost | HandshakeFailed>
-}>() {
+export class SecureSession extends Context.Tag("effect-p2pnet/SecureSession")<
+  SecureSession,
+  {
+    readonly name: string
+    readonly upgrade: (
+      stream: ByteStream,
+      role: "initiator" | "responder"
+    ) => Effect.Effect<ByteStream, ConnectionLost | HandshakeFailed>
+  }
+>() {
   static readonly plain = Layer.succeed(this, this.of({ name: "plain", upgrade: (stream) => Effect.succeed(stream) }))
 }

@@ -8,7 +8,10 @@ import { IncomingPeerTrustPolicy, LogSettings, NetworkSettings } from "../schema
 export class NetworkConfig extends Context.Tag("effect-p2pnet/NetworkConfig")<NetworkConfig, NetworkSettings>() {
   static readonly layer = (settings: Partial<ConstructorParameters<typeof NetworkSettings>[0]> = {}) =>
     Layer.succeed(this, NetworkSettings.make(settings))
-  static readonly layerConfig = Layer.effect(this, Effect.suspend(() => networkSettingsFromEnv))
+  static readonly layerConfig = Layer.effect(
+    this,
+    Effect.suspend(() => networkSettingsFromEnv)
+  )
 }
 
 const d = NetworkSettings.make({})
@@ -17,13 +20,16 @@ const bool = (name: string, def: boolean) => Config.boolean(name).pipe(Config.wi
 const str = (name: string, def: string) => Config.string(name).pipe(Config.withDefault(def))
 
 /** Reads NetworkSettings from P2P_* environment variables; every one is optional. */
-export const networkSettingsFromEnv = Effect.gen(function*() {
+export const networkSettingsFromEnv = Effect.gen(function* () {
   const c = yield* Config.all({
     network: str("P2P_NETWORK", d.network),
     networkKey: str("P2P_NETWORK_KEY", d.networkKey),
     host: str("P2P_HOST", d.host),
     port: Config.integer("P2P_PORT").pipe(
-      Config.validate({ message: "expected a port number from 0 to 65535 (0: any free port)", validation: (n) => n >= 0 && n <= 65535 }),
+      Config.validate({
+        message: "expected a port number from 0 to 65535 (0: any free port)",
+        validation: (n) => n >= 0 && n <= 65535
+      }),
       Config.withDefault(d.port)
     ),
     listen: bool("P2P_LISTEN", d.listen),
@@ -36,15 +42,18 @@ export const networkSettingsFromEnv = Effect.gen(function*() {
     handshakeTimeoutMillis: int("P2P_HANDSHAKE_TIMEOUT_MS", d.handshakeTimeoutMillis),
     reconnectRetries: int("P2P_RECONNECT_RETRIES", d.reconnectRetries),
     reconnectDelayMillis: int("P2P_RECONNECT_DELAY_MS", d.reconnectDelayMillis),
-    reconnectBackoff: Config.literal("fixed", "exponential")("P2P_RECONNECT_BACKOFF").pipe(
-      Config.withDefault(d.reconnectBackoff)
-    ),
+    reconnectBackoff: Config.literal(
+      "fixed",
+      "exponential"
+    )("P2P_RECONNECT_BACKOFF").pipe(Config.withDefault(d.reconnectBackoff)),
     allowDefaultCommunication: bool("P2P_ALLOW_DEFAULT_COMMUNICATION", d.trust.allowDefaultCommunication),
     allowEnhancedPacketExchange: bool("P2P_ALLOW_ENHANCED_PACKET_EXCHANGE", d.trust.allowEnhancedPacketExchange),
     runDefaultTrustProtocol: bool("P2P_RUN_DEFAULT_TRUST_PROTOCOL", d.trust.runDefaultTrustProtocol),
-    incomingPeerPlacement: Config.literal("EventBased", "QueueBased", "QueueAndEventBased")(
-      "P2P_INCOMING_PEER_PLACEMENT"
-    ).pipe(Config.withDefault(d.trust.incomingPeerPlacement)),
+    incomingPeerPlacement: Config.literal(
+      "EventBased",
+      "QueueBased",
+      "QueueAndEventBased"
+    )("P2P_INCOMING_PEER_PLACEMENT").pipe(Config.withDefault(d.trust.incomingPeerPlacement)),
     incomingQueueCapacity: int("P2P_INCOMING_QUEUE_CAPACITY", d.trust.incomingQueueCapacity)
   })
   const {
@@ -68,12 +77,19 @@ export const networkSettingsFromEnv = Effect.gen(function*() {
 })
 
 /** Reads LogSettings from P2P_LOG_LEVEL, P2P_LOG_FORMAT and P2P_LOG_FILE. */
-export const logSettingsFromEnv = Effect.gen(function*() {
+export const logSettingsFromEnv = Effect.gen(function* () {
   const l = LogSettings.make({})
   const c = yield* Config.all({
-    level: Config.literal("All", "Trace", "Debug", "Info", "Warning", "Error", "Fatal", "None")("P2P_LOG_LEVEL").pipe(
-      Config.withDefault(l.level)
-    ),
+    level: Config.literal(
+      "All",
+      "Trace",
+      "Debug",
+      "Info",
+      "Warning",
+      "Error",
+      "Fatal",
+      "None"
+    )("P2P_LOG_LEVEL").pipe(Config.withDefault(l.level)),
     format: Config.literal("pretty", "json")("P2P_LOG_FORMAT").pipe(Config.withDefault(l.format)),
     file: str("P2P_LOG_FILE", l.file)
   })

@@ -35,9 +35,12 @@ export interface HandshakeContext {
   readonly receive: Effect.Effect<HandshakeMessage, HandshakeFailed>
 }
 
-export class TrustHandshake extends Context.Tag("effect-p2pnet/TrustHandshake")<TrustHandshake, {
-  readonly run: (ctx: HandshakeContext) => Effect.Effect<Verdict, HandshakeFailed | ConnectionLost>
-}>() {
+export class TrustHandshake extends Context.Tag("effect-p2pnet/TrustHandshake")<
+  TrustHandshake,
+  {
+    readonly run: (ctx: HandshakeContext) => Effect.Effect<Verdict, HandshakeFailed | ConnectionLost>
+  }
+>() {
   static readonly layer = Layer.sync(this, () => this.of({ run: defaultHandshake }))
 }
 
@@ -58,9 +61,9 @@ export const checkProof = (
   proof: HandshakeProof
 ): string | undefined => {
   if (remote.network !== settings.network) {
-    return `network mismatch: peer is in ${JSON.stringify(remote.network)}, this node in ${
-      JSON.stringify(settings.network)
-    }`
+    return `network mismatch: peer is in ${JSON.stringify(remote.network)}, this node in ${JSON.stringify(
+      settings.network
+    )}`
   }
   const publicKey = Buffer.from(remote.publicKey, "base64")
   if (publicKey.length !== 32) return "public key is not 32 bytes"
@@ -80,10 +83,11 @@ const expect = <T extends HandshakeMessage["_tag"]>(ctx: HandshakeContext, tag: 
   Effect.flatMap(ctx.receive, (m) =>
     m._tag === tag
       ? Effect.succeed(m as Extract<HandshakeMessage, { _tag: T }>)
-      : Effect.fail(new HandshakeFailed({ reason: `expected ${tag}, got ${m._tag}` })))
+      : Effect.fail(new HandshakeFailed({ reason: `expected ${tag}, got ${m._tag}` }))
+  )
 
 export const defaultHandshake = (ctx: HandshakeContext): Effect.Effect<Verdict, HandshakeFailed | ConnectionLost> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const data = transcript(ctx.settings.network, ctx.localHello, ctx.remoteHello)
     yield* ctx.send(
       HandshakeProof.make({

@@ -14,7 +14,7 @@ const parsePeer = (s: string) => {
   return { host: s.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(s.slice(i + 1)) }
 }
 
-export const program = Effect.gen(function*() {
+export const program = Effect.gen(function* () {
   const network = yield* PeerNetwork
   const peers = yield* Config.array(Config.string(), "P2P_PEERS").pipe(Config.withDefault([]))
   yield* Effect.forkScoped(
@@ -29,9 +29,9 @@ export const program = Effect.gen(function*() {
   yield* Effect.forEach(
     peers.filter((p) => p.trim() !== "").map(parsePeer),
     ({ host, port }) =>
-      network.dial(host, port).pipe(
-        Effect.catchAll((e) => Effect.logWarning(`could not open a channel to ${host}:${port}: ${e.message}`))
-      ),
+      network
+        .dial(host, port)
+        .pipe(Effect.catchAll((e) => Effect.logWarning(`could not open a channel to ${host}:${port}: ${e.message}`))),
     { concurrency: "unbounded", discard: true }
   )
   yield* Effect.logInfo(`node ${network.id} ready on port ${network.port}; press Ctrl-C to stop`)

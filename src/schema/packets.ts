@@ -54,7 +54,7 @@ const hasOrigin = (p: { readonly origin: unknown; readonly sentAt: unknown }) =>
  * throws its usual ParseError. Schema's class constructor costs about 2.5 us per call, a third of a small send.
  */
 const quickMake = (tag: string, ok: (props: any) => boolean) =>
-  function<C extends new(...args: Array<any>) => any>(this: C, ...args: ConstructorParameters<C>): InstanceType<C> {
+  function <C extends new (...args: Array<any>) => any>(this: C, ...args: ConstructorParameters<C>): InstanceType<C> {
     return args.length === 1 && typeof args[0] === "object" && args[0] !== null && ok(args[0])
       ? Object.assign(Object.create(this.prototype), args[0], { _tag: tag })
       : new this(...args)
@@ -69,8 +69,10 @@ export class DataTransmission extends Schema.TaggedClass<DataTransmission>()("Da
   static override make = quickMake(
     "DataTransmission",
     (p) =>
-      Object.keys(p).length === 4 && (p.format === "File" || p.format === "Task" || p.format === "MiscData") &&
-      p.data instanceof Uint8Array && hasOrigin(p)
+      Object.keys(p).length === 4 &&
+      (p.format === "File" || p.format === "Task" || p.format === "MiscData") &&
+      p.data instanceof Uint8Array &&
+      hasOrigin(p)
   )
 }
 

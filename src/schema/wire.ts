@@ -27,7 +27,7 @@ export const preamble = (version: number = PROTOCOL_VERSION): Buffer => {
 export const parsePreamble = (bytes: Uint8Array): Either.Either<number, string> => {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   if (b.length < PREAMBLE_LENGTH || !b.subarray(0, 6).equals(PREAMBLE_MAGIC)) {
-    return Either.left("not a P2PNET peer (missing \"P2PNET\" preamble)")
+    return Either.left('not a P2PNET peer (missing "P2PNET" preamble)')
   }
   return Either.right(b.readUInt16BE(6))
 }
@@ -56,7 +56,7 @@ const wireStruct = (c: { readonly fields: Schema.Struct.Fields }) =>
 const decoders = Object.fromEntries(
   Object.entries(classes).map(([k, c]) => {
     const decode = Schema.decodeUnknownEither(wireStruct(c) as unknown as Schema.Schema<any, any>)
-    const Class = c as unknown as new(props: unknown, disableValidation: boolean) => FrameValue
+    const Class = c as unknown as new (props: unknown, disableValidation: boolean) => FrameValue
     // validated by the struct already: construct without validating again
     return [k, (u: unknown) => Either.map(decode(u), (props) => new Class(props, true))]
   })
@@ -98,10 +98,20 @@ export const encodeFrameChunks = (value: FrameValue): ReadonlyArray<Uint8Array> 
   let json: string
   let attachment: Uint8Array = EMPTY
   if (value._tag === "PureMessage") {
-    json = JSON.stringify({ _tag: "PureMessage", message: value.message, origin: value.origin, sentAt: value.sentAt.epochMillis })
+    json = JSON.stringify({
+      _tag: "PureMessage",
+      message: value.message,
+      origin: value.origin,
+      sentAt: value.sentAt.epochMillis
+    })
   } else if (value._tag === "DataTransmission") {
     attachment = value.data
-    json = JSON.stringify({ _tag: "DataTransmission", format: value.format, origin: value.origin, sentAt: value.sentAt.epochMillis })
+    json = JSON.stringify({
+      _tag: "DataTransmission",
+      format: value.format,
+      origin: value.origin,
+      sentAt: value.sentAt.epochMillis
+    })
   } else {
     const encoded = encoders[value._tag](value)
     json = JSON.stringify(encoded)
@@ -126,7 +136,8 @@ const fastDecode = (tag: string, json: Record<string, unknown>, attachment: Uint
   const origin = json["origin"]
   const sentAt = json["sentAt"]
   if (typeof origin !== "string" || !NODE_ID.test(origin)) return undefined
-  if (typeof sentAt !== "number" || !Number.isFinite(sentAt) || sentAt < MIN_MILLIS || sentAt > MAX_MILLIS) return undefined
+  if (typeof sentAt !== "number" || !Number.isFinite(sentAt) || sentAt < MIN_MILLIS || sentAt > MAX_MILLIS)
+    return undefined
   if (tag === "PureMessage") {
     const message = json["message"]
     if (typeof message !== "string" || Object.keys(json).length !== 4) return undefined
@@ -134,8 +145,15 @@ const fastDecode = (tag: string, json: Record<string, unknown>, attachment: Uint
   }
   if (tag === "DataTransmission") {
     const format = json["format"]
-    if ((format !== "MiscData" && format !== "File" && format !== "Task") || Object.keys(json).length !== 4) return undefined
-    return instance(DataTransmission, { _tag: "DataTransmission", format, data: attachment, origin, sentAt: DateTime.unsafeMake(sentAt) })
+    if ((format !== "MiscData" && format !== "File" && format !== "Task") || Object.keys(json).length !== 4)
+      return undefined
+    return instance(DataTransmission, {
+      _tag: "DataTransmission",
+      format,
+      data: attachment,
+      origin,
+      sentAt: DateTime.unsafeMake(sentAt)
+    })
   }
   return undefined
 }
@@ -203,8 +221,8 @@ export class FrameReader {
       if (this.body === undefined) {
         // fast path: a whole length prefix available in this chunk
         if (this.headFill === 0 && n - offset >= 4) {
-          const len = (chunk[offset]! << 24 >>> 0) + (chunk[offset + 1]! << 16) + (chunk[offset + 2]! << 8) +
-            chunk[offset + 3]!
+          const len =
+            ((chunk[offset]! << 24) >>> 0) + (chunk[offset + 1]! << 16) + (chunk[offset + 2]! << 8) + chunk[offset + 3]!
           if (len > this.maxFrameBytes) return new FrameTooLarge({ size: len, max: this.maxFrameBytes })
           offset += 4
           if (n - offset >= len) {

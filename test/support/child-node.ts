@@ -9,14 +9,18 @@ import { PeerNetwork } from "../../src/layers/PeerNetwork.js"
 
 const say = (o: unknown) => Effect.sync(() => process.stdout.write(JSON.stringify(o) + "\n"))
 
-const program = Effect.gen(function*() {
+const program = Effect.gen(function* () {
   const network = yield* PeerNetwork
   yield* Effect.forkScoped(
     network.registry.packets.pipe(
       Stream.runForEach(({ channel, packet }) =>
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           yield* say({
-            received: { tag: packet._tag, from: channel.remoteId, text: packet._tag === "PureMessage" ? packet.message : undefined }
+            received: {
+              tag: packet._tag,
+              from: channel.remoteId,
+              text: packet._tag === "PureMessage" ? packet.message : undefined
+            }
           })
           if (packet._tag !== "Disconnect") {
             const echo = { ...packet, origin: network.id, sentAt: yield* DateTime.now }
@@ -40,7 +44,10 @@ Effect.runPromise(
     Effect.provide(networkLayerConfig().pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)))),
     Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
   )
-).then(() => process.exit(0), (e) => {
-  process.stderr.write(String(e) + "\n")
-  process.exit(1)
-})
+).then(
+  () => process.exit(0),
+  (e) => {
+    process.stderr.write(String(e) + "\n")
+    process.exit(1)
+  }
+)

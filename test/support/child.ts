@@ -13,7 +13,7 @@ export interface ChildNode {
 const entry = path.resolve(import.meta.dirname, "child-node.ts")
 
 export const spawnChildNode = (env: Record<string, string>) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const lines = yield* Queue.unbounded<Record<string, any>>()
     const child = yield* Effect.acquireRelease(
       Effect.sync(() =>
@@ -34,7 +34,10 @@ export const spawnChildNode = (env: Record<string, string>) =>
     })
     return {
       lines,
-      kill: Effect.sync(() => child.kill("SIGKILL")).pipe(Effect.zipRight(Effect.promise(() => exitCode)), Effect.asVoid),
+      kill: Effect.sync(() => child.kill("SIGKILL")).pipe(
+        Effect.zipRight(Effect.promise(() => exitCode)),
+        Effect.asVoid
+      ),
       exited: Effect.promise(() => exitCode)
     } satisfies ChildNode
   })

@@ -109,7 +109,7 @@ export interface RawConnection {
 
 /** A TCP connection to 127.0.0.1:port, closed with the scope. Socket events feed a queue; reads take from it. */
 export const connect = (port: number): Effect.Effect<RawConnection, never, Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const incoming = yield* Queue.unbounded<Buffer | "end">()
     const socket = yield* Effect.acquireRelease(
       Effect.async<net.Socket>((resume) => {
@@ -133,15 +133,17 @@ export const connect = (port: number): Effect.Effect<RawConnection, never, Scope
 
     /** Takes one more chunk into `held`; false once the stream has ended. */
     const pull = Effect.suspend(() =>
-      ended ? Effect.succeed(false) : Effect.map(Queue.take(incoming), (item) => {
-        if (item === "end") ended = true
-        else held = Buffer.concat([held, item])
-        return !ended
-      })
+      ended
+        ? Effect.succeed(false)
+        : Effect.map(Queue.take(incoming), (item) => {
+            if (item === "end") ended = true
+            else held = Buffer.concat([held, item])
+            return !ended
+          })
     )
 
     const readBytes = (n: number) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         // each pass consumes one chunk or the end marker, so this stops once the remote closes
         while (held.length < n) {
           if (!(yield* pull)) return yield* new StreamEnded({ wanted: n, held: held.length })
@@ -151,7 +153,7 @@ export const connect = (port: number): Effect.Effect<RawConnection, never, Scope
         return Buffer.from(out)
       })
 
-    const readFrame = Effect.gen(function*() {
+    const readFrame = Effect.gen(function* () {
       const length = (yield* readBytes(4)).readUInt32BE(0)
       if (length > MAX_FRAME_BYTES || length < 4) return yield* new BadFrame({ detail: `body length ${length}` })
       const body = yield* readBytes(length)
@@ -167,7 +169,7 @@ export const connect = (port: number): Effect.Effect<RawConnection, never, Scope
       return { header: header as Header, attachment: body.subarray(4 + headerLength) }
     })
 
-    const awaitEnd = Effect.gen(function*() {
+    const awaitEnd = Effect.gen(function* () {
       while (yield* pull) {
         if (held.length > 0) return yield* new UnexpectedBytes({ bytes: held })
       }

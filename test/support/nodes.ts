@@ -59,4 +59,8 @@ export const waitFor = <A>(events: Stream.Stream<NetworkEvent>, f: (e: NetworkEv
 
 /** Waits until the channel reaches `state` (already there counts). */
 export const waitState = (channel: PeerChannel, state: ChannelState) =>
-  channel.stateChanges.pipe(Stream.filter((s) => s === state), Stream.runHead, Effect.asVoid)
+  channel.stateChanges.pipe(
+    Stream.filter((s) => s === state),
+    Stream.runHead,
+    Effect.asVoid
+  )

@@ -35,8 +35,7 @@ export interface RawCloseInfo {
 }
 
 type Incoming =
-  | { readonly _tag: "Frame"; readonly value: FrameValue }
-  | { readonly _tag: "Closed"; readonly detail: string }
+  { readonly _tag: "Frame"; readonly value: FrameValue } | { readonly _tag: "Closed"; readonly detail: string }
 
 export interface RawPeer {
   readonly keys: NodeKeys
@@ -61,7 +60,7 @@ export interface RawPeer {
 
 /** Connects to 127.0.0.1:`port`; the socket is destroyed when the scope closes. */
 export const connectRaw = (port: number): Effect.Effect<RawPeer, never, Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const incoming = yield* Queue.unbounded<Incoming>()
     const closed = yield* Deferred.make<RawCloseInfo>()
     const version = yield* Deferred.make<number, RawClosed>()
@@ -120,7 +119,7 @@ export const connectRaw = (port: number): Effect.Effect<RawPeer, never, Scope.Sc
       return Effect.fail(new RawClosed({ detail: item.detail }))
     })
     const nextOf = <T extends FrameValue["_tag"]>(tag: T) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         // bounded by the connection: `next` fails once it has closed
         while (true) {
           const value = yield* next
@@ -169,7 +168,7 @@ export interface Hellos {
  * `claim` puts another NodeId in the Hello than the one the peer's key proves (an impostor).
  */
 export const sayHello = (peer: RawPeer, options: { readonly network?: string; readonly claim?: NodeId } = {}) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const local = Hello.make({
       version: PROTOCOL_VERSION,
       network: options.network ?? "p2pnet",
@@ -187,12 +186,16 @@ export const sayHello = (peer: RawPeer, options: { readonly network?: string; re
 
 /** Runs the default trust handshake (layers/TrustHandshake.ts) from the raw peer's side. */
 export const proveTrust = (peer: RawPeer, hellos: Hellos, network = "p2pnet") =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const data = transcript(network, hellos.local, hellos.remote)
-    yield* peer.write(encodeFrame(HandshakeProof.make({
-      signature: Buffer.from(peer.keys.sign(data)).toString("base64"),
-      networkMac: ""
-    })))
+    yield* peer.write(
+      encodeFrame(
+        HandshakeProof.make({
+          signature: Buffer.from(peer.keys.sign(data)).toString("base64"),
+          networkMac: ""
+        })
+      )
+    )
     yield* peer.nextOf("HandshakeProof")
     const verdict = yield* peer.nextOf("HandshakeVerdict")
     if (!verdict.accepted) return yield* Effect.dieMessage(`the node refused the raw peer: ${verdict.reason}`)
@@ -204,7 +207,7 @@ export const proveTrust = (peer: RawPeer, hellos: Hellos, network = "p2pnet") =>
  * has announced that channel as trusted.
  */
 export const trustedRawPeer = (node: PeerNetwork["Type"]) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const events = yield* node.registry.subscribeEvents
     const peer = yield* connectRaw(node.port)
     const hellos = yield* sayHello(peer)
