@@ -142,4 +142,31 @@ describe("incoming-peer trust gate (handshake and policy replaced with Layers)",
       assert.strictEqual(ok.remoteId, home.id)
     })
   )
+  it.scoped("elevate and demote change a channel's trust at run time, on the gate of both directions", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode({}, { handshake: NeverTrust })
+      const b = yield* startNode({}, { handshake: NeverTrust })
+      const packets = yield* b.registry.subscribePackets
+      const channel = yield* a.dial("127.0.0.1", b.port)
+      const inbound = yield* b.awaitChannel(a.id)
+      const data = packetsFrom(a.id)[2]!
+      assert.isTrue(Either.isLeft(yield* Effect.either(channel.send(data))), "a may not send data yet")
+      yield* a.registry.elevate(b.id)
+      yield* b.registry.elevate(a.id)
+      assert.isTrue(channel.isTrusted() && inbound.isTrusted())
+      yield* channel.send(data)
+      const got = yield* packets.pipe(Stream.take(1), Stream.runCollect)
+      assert.strictEqual([...got][0]!.packet._tag, "DataTransmission")
+      yield* b.registry.demote(a.id)
+      assert.isFalse(inbound.isTrusted())
+      const later = yield* b.registry.subscribePackets
+      yield* channel.send(data)
+      yield* channel.send(message(a.id, "after demotion"))
+      // the PureMessage passes (default communication); the data sent before it was dropped and counted
+      const next = yield* later.pipe(Stream.take(1), Stream.runCollect)
+      assert.strictEqual([...next][0]!.packet._tag, "PureMessage")
+      const stats = yield* inbound.stats
+      assert.strictEqual(stats.droppedGated, 1)
+    })
+  )
 })

@@ -66,7 +66,10 @@ export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<
     readonly publish: (event: NetworkEvent) => Effect.Effect<void>
     readonly publishPackets: (batch: ReadonlyArray<PacketReceived>) => Effect.Effect<void>
     readonly events: Stream.Stream<NetworkEvent>
-    /** Subscribes now (so nothing published after this returns is missed), for the life of the scope. */
+    /**
+     * Subscribes now (so nothing published after this returns is missed), for the life of the scope. The Stream reads
+     * that one subscription in chunks: run it once (a second run starts after what the first one pulled).
+     */
     readonly subscribeEvents: Effect.Effect<Stream.Stream<NetworkEvent>, never, Scope.Scope>
     readonly packets: Stream.Stream<PacketReceived>
     readonly subscribePackets: Effect.Effect<Stream.Stream<PacketReceived>, never, Scope.Scope>
