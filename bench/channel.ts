@@ -4,7 +4,7 @@
  * per second, 64 KiB DataTransmission MB/s and handshake latency. Prints a table, notes, and one JSON line.
  *
  * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake picks metrics; BENCH_SECONDS (default 1) is the length of one
- * timed run; BENCH_ROUNDS (default 3) the timed runs per side, of which the median is reported.
+ * timed run; BENCH_ROUNDS (default 5) the timed runs per side, of which the median is reported.
  */
 import { Cause, Console, Context, DateTime, Effect, Layer, Logger, LogLevel } from "effect"
 import * as os from "node:os"
@@ -21,7 +21,7 @@ import { BULK_BYTES, SMALL_TEXT } from "./shared.js"
 const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake").split(",")
 const options: Options = {
   seconds: Number(process.env["BENCH_SECONDS"] ?? "1"),
-  rounds: Number(process.env["BENCH_ROUNDS"] ?? "3")
+  rounds: Number(process.env["BENCH_ROUNDS"] ?? "5")
 }
 const HANDSHAKES = 200
 const HANDSHAKE_WARMUP = 20

@@ -34,7 +34,8 @@ import { Reject } from "../schema/handshake.js"
 import type { NodeId } from "../schema/ids.js"
 import { Disconnect } from "../schema/packets.js"
 import type { Packet } from "../schema/packets.js"
-import { encodeFrame, encodeFrameChunks } from "../schema/wire.js"
+import { encodeFrame, frameParts, layoutFrames } from "../schema/wire.js"
+import type { FrameParts } from "../schema/wire.js"
 import type { ChannelCounters, Link } from "./Link.js"
 import { LinkEnd, TRUST_DECIDED } from "./Link.js"
 
@@ -53,8 +54,7 @@ export interface ChannelStats {
 }
 
 export interface OutboxItem {
-  readonly chunks: ReadonlyArray<Uint8Array>
-  readonly size: number
+  readonly frame: FrameParts
   readonly kind: Packet["_tag"]
   /** Set on a Disconnect: the channel closes with this reason once it is written. */
   readonly disconnect: string | undefined
@@ -185,13 +185,11 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       if (isClosed) return closedError("closed")
       if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop))
         return new NotTrusted({ kind: packet._tag, peer: label })
-      const chunks = encodeFrameChunks(packet)
-      let size = 0
-      for (const c of chunks) size += c.length
-      if (size - 4 > deps.maxFrameBytes) return new FrameTooLarge({ size: size - 4, max: deps.maxFrameBytes })
+      const frame = frameParts(packet)
+      if (frame.size - 4 > deps.maxFrameBytes)
+        return new FrameTooLarge({ size: frame.size - 4, max: deps.maxFrameBytes })
       return {
-        chunks,
-        size,
+        frame,
         kind: packet._tag,
         written,
         disconnect: packet._tag === "Disconnect" ? packet.reason : undefined
@@ -212,7 +210,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
     const enqueue = (packet: Packet, written: OutboxItem["written"]) =>
       Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge> => {
         const item = prepare(packet, written)
-        return "chunks" in item ? offerAll([item]) : Effect.fail(item)
+        return "frame" in item ? offerAll([item]) : Effect.fail(item)
       })
 
     const enqueueAll = (packets: Iterable<Packet>) =>
@@ -220,7 +218,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         const items: Array<OutboxItem> = []
         for (const packet of packets) {
           const item = prepare(packet, undefined)
-          if (!("chunks" in item)) return Effect.fail(item)
+          if (!("frame" in item)) return Effect.fail(item)
           items.push(item)
         }
         return offerAll(items)
@@ -284,32 +282,10 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           // a Disconnect ends the batch: what follows it is never sent and is reported as undelivered
           const cut = inFlight.findIndex((i) => i.disconnect !== undefined)
           const batch = cut < 0 ? inFlight : inFlight.slice(0, cut + 1)
-          // small chunks are copied into shared buffers of up to 64 KiB, large ones (DataTransmission data) passed as is:
-          // one socket write per batch rather than one per frame
+          // one socket write per batch: heads laid out in one buffer, large attachments passed through uncopied
           let bytes = 0
-          const frames: Array<Uint8Array> = []
-          let pending: Array<Uint8Array> = []
-          let pendingBytes = 0
-          const flush = () => {
-            if (pending.length === 1) frames.push(pending[0]!)
-            else if (pending.length > 1) frames.push(Buffer.concat(pending, pendingBytes))
-            pending = []
-            pendingBytes = 0
-          }
-          for (const i of batch) {
-            bytes += i.size
-            for (const c of i.chunks) {
-              if (c.length >= 16 * 1024) {
-                flush()
-                frames.push(c)
-              } else {
-                pending.push(c)
-                pendingBytes += c.length
-                if (pendingBytes >= 64 * 1024) flush()
-              }
-            }
-          }
-          flush()
+          for (const i of batch) bytes += i.frame.size
+          const frames = layoutFrames(batch.map((i) => i.frame))
           yield* current.write(frames)
           counters.framesOut += batch.length
           counters.bytesOut += bytes

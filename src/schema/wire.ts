@@ -69,34 +69,20 @@ const isKind = (k: string): k is Kind => Object.prototype.hasOwnProperty.call(cl
 
 const EMPTY = new Uint8Array(0)
 
-/**
- * Encodes one value as a complete frame: u32 body length, u32 header length, UTF-8 JSON header, binary attachment.
- * Only DataTransmission has an attachment (its `data`, as raw bytes).
- */
-export const encodeFrame = (value: FrameValue): Buffer => {
-  const encoded = encoders[value._tag](value)
-  let attachment: Uint8Array = EMPTY
-  if (value._tag === "DataTransmission") {
-    attachment = value.data
-    delete encoded.data
-  }
-  const json = JSON.stringify(encoded)
-  const headerLength = Buffer.byteLength(json, "utf8")
-  const frame = Buffer.allocUnsafe(8 + headerLength + attachment.length)
-  frame.writeUInt32BE(4 + headerLength + attachment.length, 0)
-  frame.writeUInt32BE(headerLength, 4)
-  frame.write(json, 8, headerLength, "utf8")
-  if (attachment.length > 0) frame.set(attachment, 8 + headerLength)
-  return frame
+/** A frame before it is laid out: its JSON header (with its UTF-8 length) and its binary attachment. */
+export interface FrameParts {
+  readonly json: string
+  readonly headerBytes: number
+  readonly attachment: Uint8Array
+  /** Bytes of the whole frame, length prefix included. */
+  readonly size: number
 }
 
-/**
- * Encodes one value as the chunks of one frame, without copying a DataTransmission's data: the first chunk holds the
- * two length fields and the JSON header, the second (DataTransmission only) is the data itself.
- */
-export const encodeFrameChunks = (value: FrameValue): ReadonlyArray<Uint8Array> => {
+/** The JSON header and attachment of a value; DataTransmission's data is the attachment, never copied here. */
+export const frameParts = (value: FrameValue): FrameParts => {
   let json: string
   let attachment: Uint8Array = EMPTY
+  // the two high-volume kinds skip the Schema encoder (same output: the wire-struct fields in declaration order)
   if (value._tag === "PureMessage") {
     json = JSON.stringify({
       _tag: "PureMessage",
@@ -113,15 +99,56 @@ export const encodeFrameChunks = (value: FrameValue): ReadonlyArray<Uint8Array> 
       sentAt: value.sentAt.epochMillis
     })
   } else {
-    const encoded = encoders[value._tag](value)
-    json = JSON.stringify(encoded)
+    json = JSON.stringify(encoders[value._tag](value))
   }
-  const headerLength = Buffer.byteLength(json, "utf8")
-  const head = Buffer.allocUnsafe(8 + headerLength)
-  head.writeUInt32BE(4 + headerLength + attachment.length, 0)
-  head.writeUInt32BE(headerLength, 4)
-  head.write(json, 8, headerLength, "utf8")
-  return attachment.length > 0 ? [head, attachment] : [head]
+  const headerBytes = Buffer.byteLength(json, "utf8")
+  return { json, headerBytes, attachment, size: 8 + headerBytes + attachment.length }
+}
+
+/** Writes the two length fields and the JSON header at `offset`; returns the offset after them. */
+export const writeFrameHead = (buffer: Buffer, offset: number, parts: FrameParts): number => {
+  buffer.writeUInt32BE(4 + parts.headerBytes + parts.attachment.length, offset)
+  buffer.writeUInt32BE(parts.headerBytes, offset + 4)
+  buffer.write(parts.json, offset + 8, parts.headerBytes, "utf8")
+  return offset + 8 + parts.headerBytes
+}
+
+/**
+ * Lays out frames for one socket write: heads (and small attachments) are copied into one buffer, attachments of
+ * 16 KiB or more are passed through as they are.
+ */
+export const layoutFrames = (frames: ReadonlyArray<FrameParts>): Array<Uint8Array> => {
+  let copied = 0
+  for (const f of frames) copied += f.attachment.length >= PASS_THROUGH ? 8 + f.headerBytes : f.size
+  const buffer = Buffer.allocUnsafe(copied)
+  const out: Array<Uint8Array> = []
+  let start = 0
+  let offset = 0
+  for (const f of frames) {
+    offset = writeFrameHead(buffer, offset, f)
+    if (f.attachment.length >= PASS_THROUGH) {
+      out.push(buffer.subarray(start, offset), f.attachment)
+      start = offset
+    } else if (f.attachment.length > 0) {
+      buffer.set(f.attachment, offset)
+      offset += f.attachment.length
+    }
+  }
+  if (offset > start) out.push(buffer.subarray(start, offset))
+  return out
+}
+const PASS_THROUGH = 16 * 1024
+
+/**
+ * Encodes one value as a complete frame: u32 body length, u32 header length, UTF-8 JSON header, binary attachment.
+ * Only DataTransmission has an attachment (its `data`, as raw bytes).
+ */
+export const encodeFrame = (value: FrameValue): Buffer => {
+  const parts = frameParts(value)
+  const frame = Buffer.allocUnsafe(parts.size)
+  const offset = writeFrameHead(frame, 0, parts)
+  if (parts.attachment.length > 0) frame.set(parts.attachment, offset)
+  return frame
 }
 
 const NODE_ID = /^[0-9a-f]{40}$/
