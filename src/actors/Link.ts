@@ -55,8 +55,8 @@ export interface Link {
   readonly inbox: Queue.Queue<InboxItem>
   readonly localHello: Hello
   readonly remoteHello: Hello
-  /** Call after taking from the inbox: resumes reading once it has drained below half. */
-  readonly drained: () => void
+  /** Call after taking `items` from the inbox: resumes reading once it has drained below half. */
+  readonly drained: (items: Iterable<InboxItem>) => void
   /** Stops reading and appends a LinkEnd (first reason wins). */
   readonly end: (reason: CloseReason) => void
   readonly write: (frames: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
@@ -127,7 +127,7 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     // the initiator introduces itself first; the responder answers only once it has admitted the initiator
     if (role === "initiator") yield* sendHello
     const first = yield* Queue.take(inbox)
-    partial.drained()
+    partial.drained([first])
     if (first instanceof LinkEnd) return yield* Effect.fail(first.reason)
     if (first._tag === "Reject") return yield* new RemoteRejected({ reason: first.reason })
     if (first._tag === "TrustDecided") return yield* new ProtocolMismatch({ reason: "unreachable" })
@@ -147,6 +147,9 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     } satisfies Link
   })
 
+/** What an inbox item counts against inboxMaxBytes: its attachment plus a fixed allowance for the rest. */
+const inboxBytes = (item: FrameValue): number => (item._tag === "DataTransmission" ? item.data.length + 64 : 64)
+
 const attach = (
   stream: ByteStream,
   inbox: Queue.Queue<InboxItem>,
@@ -158,6 +161,7 @@ const attach = (
   let done = false
   let paused = false
   let queued = 0
+  let queuedBytes = 0
   let windowStart = clock.unsafeCurrentTimeMillis()
   let windowFrames = 0
   const limit = settings.maxFramesPerSecond
@@ -193,6 +197,7 @@ const attach = (
     if (Either.isLeft(decoded)) return end(decoded.left)
     pending.push(decoded.right)
     queued++
+    queuedBytes += inboxBytes(decoded.right)
     if (!scheduled) {
       scheduled = true
       setImmediate(flush)
@@ -205,7 +210,7 @@ const attach = (
       counters.lastIncomingAt = clock.unsafeCurrentTimeMillis()
       const error = reader.push(chunk, onBody)
       if (error !== undefined) return end(error)
-      if (queued >= settings.inboxCapacity && !paused) {
+      if ((queued >= settings.inboxCapacity || queuedBytes >= settings.inboxMaxBytes) && !paused) {
         paused = true
         stream.pause()
       }
@@ -216,9 +221,13 @@ const attach = (
     stream,
     inbox,
     end,
-    drained: () => {
-      queued = inbox.unsafeSize().pipe((o) => (o._tag === "Some" ? o.value : 0)) + pending.length
-      if (paused && queued < settings.inboxCapacity / 2) {
+    drained: (items: Iterable<InboxItem>) => {
+      for (const item of items) {
+        if (item instanceof LinkEnd || item._tag === "TrustDecided") continue
+        queued--
+        queuedBytes -= inboxBytes(item)
+      }
+      if (paused && queued < settings.inboxCapacity / 2 && queuedBytes < settings.inboxMaxBytes / 2) {
         paused = false
         stream.resume()
       }

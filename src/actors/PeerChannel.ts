@@ -312,7 +312,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         const held: Array<Packet> = []
         while (true) {
           const items = yield* Queue.takeBetween(current.inbox, 1, 512)
-          current.drained()
+          current.drained(items)
           const deliver: Array<PacketReceived> = []
           let end: CloseReason | undefined
           const gate = (packet: Packet) => {

@@ -89,7 +89,7 @@ const make = (options: { readonly packetBuffer?: number }) =>
     const events = yield* Effect.acquireRelease(PubSub.unbounded<NetworkEvent>(), PubSub.shutdown)
     // packets apply back-pressure: a slow subscriber slows the channels, which stop reading their sockets
     const packets = yield* Effect.acquireRelease(
-      PubSub.bounded<PacketReceived>(options.packetBuffer ?? 8192),
+      PubSub.bounded<PacketReceived>(options.packetBuffer ?? 1024),
       PubSub.shutdown
     )
     const publish = (e: NetworkEvent) => PubSub.publish(events, e).pipe(Effect.asVoid)

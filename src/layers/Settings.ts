@@ -37,6 +37,7 @@ export const networkSettingsFromEnv = Effect.gen(function* () {
     maxFrameBytes: int("P2P_MAX_FRAME_BYTES", d.maxFrameBytes),
     outboxCapacity: int("P2P_OUTBOX_CAPACITY", d.outboxCapacity),
     inboxCapacity: int("P2P_INBOX_CAPACITY", d.inboxCapacity),
+    inboxMaxBytes: int("P2P_INBOX_MAX_BYTES", d.inboxMaxBytes),
     maxFramesPerSecond: int("P2P_MAX_FRAMES_PER_SECOND", d.maxFramesPerSecond),
     connectTimeoutMillis: int("P2P_CONNECT_TIMEOUT_MS", d.connectTimeoutMillis),
     handshakeTimeoutMillis: int("P2P_HANDSHAKE_TIMEOUT_MS", d.handshakeTimeoutMillis),

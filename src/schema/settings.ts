@@ -44,6 +44,8 @@ export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSetti
   outboxCapacity: positive(1024),
   /** Decoded frames a channel holds before it stops reading its socket. */
   inboxCapacity: positive(4096),
+  /** Bytes of decoded frames (attachments, plus 64 per frame) a channel holds before it stops reading its socket. */
+  inboxMaxBytes: positive(8 * 1024 * 1024),
   /** Frames per second a peer may send before it is closed as flooding; 0 disables the limit. */
   maxFramesPerSecond: int(500_000),
   connectTimeoutMillis: int(5_000),
