@@ -311,7 +311,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       Effect.gen(function* () {
         const held: Array<Packet> = []
         while (true) {
-          const items = yield* Queue.takeBetween(current.inbox, 1, 512)
+          const items = Chunk.toReadonlyArray(yield* Queue.takeBetween(current.inbox, 1, 512))
           current.drained(items)
           const deliver: Array<PacketReceived> = []
           let end: CloseReason | undefined

@@ -152,6 +152,12 @@ export const encodeFrame = (value: FrameValue): Buffer => {
 }
 
 const NODE_ID = /^[0-9a-f]{40}$/
+/** Own keys of a parsed JSON object, counted without building an array. */
+const keyCount = (o: object): number => {
+  let n = 0
+  for (const _ in o) n++
+  return n
+}
 const MIN_MILLIS = -8_640_000_000_000_000
 const MAX_MILLIS = 8_640_000_000_000_000
 /** Builds a class instance from checked fields, as `new Class(props, true)` would, without its per-call overhead. */
@@ -167,13 +173,12 @@ const fastDecode = (tag: string, json: Record<string, unknown>, attachment: Uint
     return undefined
   if (tag === "PureMessage") {
     const message = json["message"]
-    if (typeof message !== "string" || Object.keys(json).length !== 4) return undefined
+    if (typeof message !== "string" || keyCount(json) !== 4) return undefined
     return instance(PureMessage, { _tag: "PureMessage", message, origin, sentAt: DateTime.unsafeMake(sentAt) })
   }
   if (tag === "DataTransmission") {
     const format = json["format"]
-    if ((format !== "MiscData" && format !== "File" && format !== "Task") || Object.keys(json).length !== 4)
-      return undefined
+    if ((format !== "MiscData" && format !== "File" && format !== "Task") || keyCount(json) !== 4) return undefined
     return instance(DataTransmission, {
       _tag: "DataTransmission",
       format,
