@@ -12,7 +12,7 @@ import { Hello, Reject } from "../schema/handshake.js"
 import type { NetworkSettings } from "../schema/settings.js"
 import type { FrameValue } from "../schema/wire.js"
 import {
-  decodeBody,
+  decodeRange,
   encodeFrame,
   FrameReader,
   parsePreamble,
@@ -182,7 +182,7 @@ const attach = (
     pending.push(new LinkEnd(reason))
     flush()
   }
-  const onBody = (body: Uint8Array) => {
+  const onBody = (buffer: Buffer, from: number, to: number) => {
     if (done) return
     counters.framesIn++
     if (limit > 0) {
@@ -193,7 +193,7 @@ const attach = (
       }
       if (++windowFrames > limit) return end(new PeerFlooding({ frames: windowFrames, limit }))
     }
-    const decoded = decodeBody(body)
+    const decoded = decodeRange(buffer, from, to)
     if (Either.isLeft(decoded)) return end(decoded.left)
     pending.push(decoded.right)
     queued++
@@ -208,7 +208,7 @@ const attach = (
       if (done) return
       counters.bytesIn += chunk.length
       counters.lastIncomingAt = clock.unsafeCurrentTimeMillis()
-      const error = reader.push(chunk, onBody)
+      const error = reader.pushRanges(chunk, onBody)
       if (error !== undefined) return end(error)
       if ((queued >= settings.inboxCapacity || queuedBytes >= settings.inboxMaxBytes) && !paused) {
         paused = true

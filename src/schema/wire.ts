@@ -193,16 +193,30 @@ const fastDecode = (tag: string, json: Record<string, unknown>, attachment: Uint
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 /** Decodes a frame body (the bytes after the 4-byte length). Never throws. */
-export const decodeBody = (body: Uint8Array): Either.Either<FrameValue, FrameError> => {
-  if (body.length < 4) return Either.left(new FrameNotJson({ detail: "frame shorter than its header length field" }))
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength)
-  const headerLength = view.getUint32(0)
-  if (headerLength > body.length - 4) {
+export const decodeBody = (body: Uint8Array): Either.Either<FrameValue, FrameError> =>
+  decodeRange(asBuffer(body), 0, body.length)
+
+const asBuffer = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength))
+
+/** The header text, decoded strictly: invalid UTF-8 is an error, never replaced. */
+const headerText = (buffer: Buffer, start: number, end: number): string => {
+  const text = buffer.toString("utf8", start, end)
+  // toString replaces invalid sequences with U+FFFD; only then is the strict (slower) decoder needed to tell
+  return text.includes("\uFFFD") ? utf8.decode(buffer.subarray(start, end)) : text
+}
+
+/** Decodes the frame body held in `buffer` from `start` to `end`, without copying it. Never throws. */
+export const decodeRange = (buffer: Buffer, start: number, end: number): Either.Either<FrameValue, FrameError> => {
+  const length = end - start
+  if (length < 4) return Either.left(new FrameNotJson({ detail: "frame shorter than its header length field" }))
+  const headerLength = buffer.readUInt32BE(start)
+  if (headerLength > length - 4) {
     return Either.left(new FrameNotJson({ detail: `header length ${headerLength} exceeds frame body` }))
   }
+  const headerEnd = start + 4 + headerLength
   let json: unknown
   try {
-    json = JSON.parse(utf8.decode(body.subarray(4, 4 + headerLength)))
+    json = JSON.parse(headerText(buffer, start + 4, headerEnd))
   } catch (e) {
     return Either.left(new FrameNotJson({ detail: e instanceof Error ? e.message : String(e) }))
   }
@@ -212,15 +226,17 @@ export const decodeBody = (body: Uint8Array): Either.Either<FrameValue, FrameErr
   const tag = (json as Record<string, unknown>)["_tag"]
   if (typeof tag !== "string") return Either.left(new UnknownPacketKind({ kind: String(tag) }))
   if (!isKind(tag)) return Either.left(new UnknownPacketKind({ kind: tag }))
-  const attachment = body.subarray(4 + headerLength)
-  if (tag === "PureMessage" || tag === "DataTransmission") {
-    const fast = fastDecode(tag, json as Record<string, unknown>, attachment)
-    if (fast !== undefined && (tag === "DataTransmission" || attachment.length === 0)) return Either.right(fast)
-  }
+  const attachmentLength = end - headerEnd
   if (tag === "DataTransmission") {
+    const attachment = buffer.subarray(headerEnd, end)
+    const fast = fastDecode(tag, json as Record<string, unknown>, attachment)
+    if (fast !== undefined) return Either.right(fast)
     ;(json as Record<string, unknown>)["data"] = attachment
-  } else if (attachment.length > 0) {
-    return Either.left(new InvalidPacket({ kind: tag, detail: `unexpected ${attachment.length}-byte attachment` }))
+  } else if (attachmentLength > 0) {
+    return Either.left(new InvalidPacket({ kind: tag, detail: `unexpected ${attachmentLength}-byte attachment` }))
+  } else if (tag === "PureMessage") {
+    const fast = fastDecode(tag, json as Record<string, unknown>, EMPTY)
+    if (fast !== undefined) return Either.right(fast)
   }
   return Either.mapLeft(
     decoders[tag](json),
@@ -247,6 +263,18 @@ export class FrameReader {
 
   /** Splits `chunk` into frame bodies, calling `onBody` for each; returns an error as soon as a frame is too large. */
   push(chunk: Uint8Array, onBody: (body: Uint8Array) => void): FrameTooLarge | undefined {
+    return this.pushRanges(chunk, (buffer, start, end) => onBody(buffer.subarray(start, end)))
+  }
+
+  /**
+   * As push, but gives each body as a range of a buffer (the chunk itself when the frame lies inside it), so that no
+   * view is allocated per frame.
+   */
+  pushRanges(
+    chunk: Uint8Array,
+    onBody: (buffer: Buffer, start: number, end: number) => void
+  ): FrameTooLarge | undefined {
+    const whole = asBuffer(chunk)
     let offset = 0
     const n = chunk.length
     while (offset < n) {
@@ -258,7 +286,7 @@ export class FrameReader {
           if (len > this.maxFrameBytes) return new FrameTooLarge({ size: len, max: this.maxFrameBytes })
           offset += 4
           if (n - offset >= len) {
-            onBody(chunk.subarray(offset, offset + len))
+            onBody(whole, offset, offset + len)
             offset += len
             continue
           }
@@ -282,7 +310,7 @@ export class FrameReader {
         const done = this.body
         this.body = undefined
         this.bodyFill = 0
-        onBody(done)
+        onBody(done, 0, done.length)
       }
     }
     return undefined
