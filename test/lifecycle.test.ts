@@ -90,6 +90,18 @@ describe("channel lifecycle", () => {
     })
   )
 
+  it.scoped("dialling a port where nothing listens fails with DialFailed naming the address", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode()
+      const scope = yield* Scope.make()
+      const gone = yield* startNode().pipe(Scope.extend(scope))
+      yield* Scope.close(scope, Exit.void)
+      const error = yield* Effect.flip(a.dial("127.0.0.1", gone.port))
+      assert.strictEqual(error._tag, "DialFailed")
+      assert.include(error.message, `127.0.0.1:${gone.port}`)
+    })
+  )
+
   it.scoped("a node refuses to connect to itself", () =>
     Effect.gen(function* () {
       const a = yield* startNode()
