@@ -1,7 +1,7 @@
 /**
  * A Link is one live connection of a channel, after the preamble, the session upgrade and the Hello exchange.
  * Its receiver runs synchronously on socket events: it splits frames, decodes them with Schema and appends them to
- * an inbox Queue (one batch per event-loop turn), pausing the socket when the inbox is full. The first failure (bad frame, flood, end of stream)
+ * an inbox Queue, pausing the socket when the inbox is full. The first failure (bad frame, flood, end of stream)
  * stops reading and is appended as a LinkEnd, after every frame decoded before it, so nothing accepted is lost.
  */
 import { Clock, Effect, Either, Queue } from "effect"
@@ -52,15 +52,11 @@ export const makeCounters = (now: number): ChannelCounters => ({
 
 export interface Link {
   readonly stream: ByteStream
+  readonly inbox: Queue.Queue<InboxItem>
   readonly localHello: Hello
   readonly remoteHello: Hello
-  /**
-   * The next batch of decoded frames, in order (waits for one). Reading resumes once the inbox has drained below half.
-   * Batches are what one event-loop turn decoded, so the channel's fibers wake once per turn, not once per frame.
-   */
-  readonly next: Effect.Effect<ReadonlyArray<InboxItem>>
-  /** Appends a marker after every frame decoded so far. */
-  readonly mark: (item: InboxItem) => void
+  /** Call after taking `items` from the inbox: resumes reading once it has drained below half. */
+  readonly drained: (items: Iterable<InboxItem>) => void
   /** Stops reading and appends a LinkEnd (first reason wins). */
   readonly end: (reason: CloseReason) => void
   readonly write: (frames: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
@@ -116,7 +112,7 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       return yield* new ProtocolMismatch({ reason })
     }
     const secured = yield* opts.secure.upgrade(stream, role)
-    const inbox = yield* Queue.unbounded<ReadonlyArray<InboxItem>>()
+    const inbox = yield* Queue.unbounded<InboxItem>()
     const clock = yield* Effect.clock
     const localHello = Hello.make({
       version: PROTOCOL_VERSION,
@@ -130,9 +126,8 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     const sendHello = secured.write([encodeFrame(localHello)])
     // the initiator introduces itself first; the responder answers only once it has admitted the initiator
     if (role === "initiator") yield* sendHello
-    const [first, ...rest] = yield* partial.next
-    partial.unread(rest)
-    if (first === undefined) return yield* new ProtocolMismatch({ reason: "unreachable: empty batch" })
+    const first = yield* Queue.take(inbox)
+    partial.drained([first])
     if (first instanceof LinkEnd) return yield* Effect.fail(first.reason)
     if (first._tag === "Reject") return yield* new RemoteRejected({ reason: first.reason })
     if (first._tag === "TrustDecided") return yield* new ProtocolMismatch({ reason: "unreachable" })
@@ -157,7 +152,7 @@ const inboxBytes = (item: FrameValue): number => (item._tag === "DataTransmissio
 
 const attach = (
   stream: ByteStream,
-  inbox: Queue.Queue<ReadonlyArray<InboxItem>>,
+  inbox: Queue.Queue<InboxItem>,
   settings: NetworkSettings,
   counters: ChannelCounters,
   clock: Clock.Clock
@@ -176,11 +171,10 @@ const attach = (
   let scheduled = false
   const flush = () => {
     scheduled = false
-    if (pending.length === 0) return
-    inbox.unsafeOffer(pending)
+    const items = pending
     pending = []
+    for (const item of items) inbox.unsafeOffer(item)
   }
-  let carry: ReadonlyArray<InboxItem> = []
   const end = (reason: CloseReason) => {
     if (done) return
     done = true
@@ -223,38 +217,20 @@ const attach = (
     },
     onEnd: (reason) => end(reader.end() ?? reason)
   })
-  const drained = (items: ReadonlyArray<InboxItem>) => {
-    for (const item of items) {
-      if (item instanceof LinkEnd || item._tag === "TrustDecided") continue
-      queued--
-      queuedBytes -= inboxBytes(item)
-    }
-    if (paused && queued < settings.inboxCapacity / 2 && queuedBytes < settings.inboxMaxBytes / 2) {
-      paused = false
-      stream.resume()
-    }
-  }
   return {
     stream,
+    inbox,
     end,
-    next: Effect.suspend(() => {
-      if (carry.length > 0) {
-        const items = carry
-        carry = []
-        return Effect.succeed(items)
+    drained: (items: Iterable<InboxItem>) => {
+      for (const item of items) {
+        if (item instanceof LinkEnd || item._tag === "TrustDecided") continue
+        queued--
+        queuedBytes -= inboxBytes(item)
       }
-      return Effect.map(Queue.take(inbox), (items) => {
-        drained(items)
-        return items
-      })
-    }),
-    /** Puts taken items back in front of the next batch. */
-    unread: (items: ReadonlyArray<InboxItem>) => {
-      carry = items
-    },
-    mark: (item: InboxItem) => {
-      pending.push(item)
-      flush()
+      if (paused && queued < settings.inboxCapacity / 2 && queuedBytes < settings.inboxMaxBytes / 2) {
+        paused = false
+        stream.resume()
+      }
     },
     write: stream.write
   }

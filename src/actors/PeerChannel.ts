@@ -11,7 +11,6 @@ import {
   Effect,
   Exit,
   Fiber,
-  FiberId,
   Option,
   Queue,
   Schedule,
@@ -151,21 +150,7 @@ export interface ChannelRuntime {
 
 export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
   Effect.gen(function* () {
-    // unbounded underneath; back-pressure is applied by `offerAll` at outboxCapacity, waking waiters through `room`
-    const outbox = yield* Queue.unbounded<OutboxItem>()
-    let room: Deferred.Deferred<void> | undefined
-    const outboxSize = () =>
-      Math.max(
-        0,
-        Option.getOrElse(outbox.unsafeSize(), () => 0)
-      )
-    /** Wakes senders waiting for room (called by the writer after taking, and on close). */
-    const wakeSenders = () => {
-      if (room !== undefined && (isClosed || outboxSize() < deps.outboxCapacity)) {
-        Deferred.unsafeDone(room, Exit.void)
-        room = undefined
-      }
-    }
+    const outbox = yield* Queue.bounded<OutboxItem>(deps.outboxCapacity)
     const stateRef = yield* SubscriptionRef.make<ChannelState>("handshaking")
     const closed = yield* Deferred.make<CloseReason>()
     const trustedSignal = yield* Deferred.make<void, ChannelClosed>()
@@ -211,20 +196,16 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       }
     }
 
-    /**
-     * Offers prepared items in order once the outbox holds fewer than outboxCapacity packets (a batch may take it past
-     * the limit by its own size); waits for room otherwise, and fails if the channel closes meanwhile.
-     */
-    const offerAll = (items: ReadonlyArray<OutboxItem>): Effect.Effect<void, ChannelClosed> =>
-      Effect.suspend(() => {
-        if (isClosed) return Effect.fail(closedError("closed"))
-        if (outboxSize() < deps.outboxCapacity) {
-          for (const item of items) outbox.unsafeOffer(item)
-          return Effect.void
-        }
-        room ??= Deferred.unsafeMake<void>(FiberId.none)
-        return Effect.zipRight(Deferred.await(room), offerAll(items))
-      })
+    /** Offers prepared items in order: synchronously while there is room, then waiting, unless the channel closes. */
+    const offerAll = (items: ReadonlyArray<OutboxItem>): Effect.Effect<void, ChannelClosed> => {
+      let i = 0
+      while (i < items.length && outbox.unsafeOffer(items[i]!)) i++
+      if (i === items.length) return Effect.void
+      return Effect.raceFirst(
+        Effect.forEach(items.slice(i), (item) => Queue.offer(outbox, item), { discard: true }),
+        Effect.zipRight(Deferred.await(closed), Effect.fail(closedError("closed while waiting for outbox room")))
+      )
+    }
 
     const enqueue = (packet: Packet, written: OutboxItem["written"]) =>
       Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge> => {
@@ -285,7 +266,10 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         bytesOut: counters.bytesOut,
         droppedGated: counters.droppedGated,
         lastIncomingAt: counters.lastIncomingAt,
-        outboxSize: outboxSize()
+        outboxSize: Math.max(
+          0,
+          Option.getOrElse(outbox.unsafeSize(), () => 0)
+        )
       })),
       setTrusted: (t) => (isClosed ? Effect.void : setState(t ? "trusted" : "untrusted"))
     }
@@ -294,10 +278,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
     const writer = (current: Link) =>
       Effect.gen(function* () {
         while (true) {
-          if (inFlight.length === 0) {
-            inFlight = Chunk.toArray(yield* Queue.takeBetween(outbox, 1, 1024))
-            wakeSenders()
-          }
+          if (inFlight.length === 0) inFlight = Chunk.toArray(yield* Queue.takeBetween(outbox, 1, 1024))
           // a Disconnect ends the batch: what follows it is never sent and is reported as undelivered
           const cut = inFlight.findIndex((i) => i.disconnect !== undefined)
           const batch = cut < 0 ? inFlight : inFlight.slice(0, cut + 1)
@@ -330,7 +311,8 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       Effect.gen(function* () {
         const held: Array<Packet> = []
         while (true) {
-          const items = yield* current.next
+          const items = Chunk.toReadonlyArray(yield* Queue.takeBetween(current.inbox, 1, 512))
+          current.drained(items)
           const deliver: Array<PacketReceived> = []
           let end: CloseReason | undefined
           const gate = (packet: Packet) => {
@@ -440,7 +422,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           }
           yield* setState(outcome.right ? "trusted" : "untrusted")
           // the processor switches to gating when it reaches this marker, after everything that arrived before it
-          current.mark(TRUST_DECIDED)
+          current.inbox.unsafeOffer(TRUST_DECIDED)
           yield* Deferred.succeed(opened, channel)
           yield* Effect.forkScoped(writer(current))
           return { reason: yield* Fiber.join(proc), opened: true }
@@ -455,7 +437,6 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         const failure = closedError(reason.message)
         for (const i of undelivered) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.fail(failure))
         yield* Queue.shutdown(outbox)
-        wakeSenders()
         yield* Deferred.fail(trustedSignal, failure)
         yield* Deferred.fail(opened, reason)
         if (undelivered.length > 0) {
