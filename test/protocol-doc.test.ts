@@ -25,6 +25,13 @@ const network = "p2pnet"
 const sentAt = 1_700_000_000_000
 
 /** Sections 3 and 7, as initiator: preamble both ways, our Hello, the node's Hello. */
+/** Section 10: a Reject frame with exactly this reason, then the end of the stream. */
+const expectRejectThenEnd = (conn: RawConnection, reason: string) =>
+  Effect.gen(function* () {
+    assert.deepStrictEqual(headerOnly(yield* conn.readFrame), { _tag: "Reject", reason })
+    yield* conn.awaitEnd
+  })
+
 const openConnection = (port: number, me: RawIdentity, hello: Header) =>
   Effect.gen(function* () {
     const conn = yield* connect(port)
@@ -215,11 +222,7 @@ describe("docs/protocol.md: a client written from the document", () => {
       yield* conn.write(PREAMBLE)
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
       yield* conn.write(encodeFrame(makeHello(me, "elsewhere")))
-      assert.deepStrictEqual(headerOnly(yield* conn.readFrame), {
-        _tag: "Reject",
-        reason: 'network mismatch: peer is in "elsewhere", this node in "p2pnet"'
-      })
-      yield* conn.awaitEnd
+      yield* expectRejectThenEnd(conn, 'network mismatch: peer is in "elsewhere", this node in "p2pnet"')
       assert.deepStrictEqual(yield* node.trustedChannels, [])
     })
   )
@@ -230,11 +233,7 @@ describe("docs/protocol.md: a client written from the document", () => {
       const conn = yield* connect(node.port)
       yield* conn.write(Buffer.from("GET / HTTP/1.1\r\n\r\n", "ascii"))
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
-      assert.deepStrictEqual(headerOnly(yield* conn.readFrame), {
-        _tag: "Reject",
-        reason: 'not a P2PNET peer (missing "P2PNET" preamble)'
-      })
-      yield* conn.awaitEnd
+      yield* expectRejectThenEnd(conn, 'not a P2PNET peer (missing "P2PNET" preamble)')
     })
   )
 
@@ -244,11 +243,7 @@ describe("docs/protocol.md: a client written from the document", () => {
       const conn = yield* connect(node.port)
       yield* conn.write(Buffer.from([0x50, 0x32, 0x50, 0x4e, 0x45, 0x54, 0x00, 0x02]))
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
-      assert.deepStrictEqual(headerOnly(yield* conn.readFrame), {
-        _tag: "Reject",
-        reason: "unsupported protocol version 2; this node speaks 1"
-      })
-      yield* conn.awaitEnd
+      yield* expectRejectThenEnd(conn, "unsupported protocol version 2; this node speaks 1")
     })
   )
 
@@ -272,11 +267,7 @@ describe("docs/protocol.md: a client written from the document", () => {
       const conn = yield* connect(node.port)
       yield* conn.write(PREAMBLE, encodeFrame({ ...makeHello(me, network), version: 2 }))
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
-      assert.deepStrictEqual(headerOnly(yield* conn.readFrame), {
-        _tag: "Reject",
-        reason: "Hello announces version 2; this node speaks 1"
-      })
-      yield* conn.awaitEnd
+      yield* expectRejectThenEnd(conn, "Hello announces version 2; this node speaks 1")
     })
   )
 
