@@ -33,6 +33,16 @@ export { SecureSession } from "./layers/SecureSession.js"
 export { PeerRegistry, NetworkEvent } from "./layers/PeerRegistry.js"
 export { PeerNetwork } from "./layers/PeerNetwork.js"
 export type { PendingPeer, DialError } from "./layers/PeerNetwork.js"
+export { RoutineScheduler } from "./layers/RoutineScheduler.js"
+export type { RoutineOptions } from "./layers/RoutineScheduler.js"
+export * from "./schema/routines.js"
+export {
+  BroadcastRotation,
+  defaultRoutinesLayer,
+  discernPeerChannels,
+  DISCERN_PEER_CHANNELS,
+  ROTATE_BROADCAST_PORT
+} from "./layers/DefaultRoutines.js"
 export { networkLayer, networkLayerWith, networkLayerConfig } from "./layers/Network.js"
 export type { NetworkOverrides } from "./layers/Network.js"
 export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"

@@ -11,17 +11,22 @@ import { PeerRegistry } from "./PeerRegistry.js"
 import { SecureSession } from "./SecureSession.js"
 import { NetworkConfig } from "./Settings.js"
 import { TrustHandshake } from "./TrustHandshake.js"
+import { BroadcastRotation, defaultRoutinesLayer } from "./DefaultRoutines.js"
+import { RoutineScheduler } from "./RoutineScheduler.js"
 
 export interface NetworkOverrides {
   readonly identity?: Layer.Layer<NodeIdentity, KeyFileError, NetworkConfig>
   readonly trust?: Layer.Layer<IncomingTrust, never, NetworkConfig>
   readonly handshake?: Layer.Layer<TrustHandshake>
   readonly secure?: Layer.Layer<SecureSession>
+  /** What the RotateBroadcastPort routine calls; LAN discovery provides it. */
+  readonly broadcastRotation?: Layer.Layer<BroadcastRotation>
   readonly packetBuffer?: number
 }
 
 /**
- * PeerNetwork and PeerRegistry from a NetworkConfig, with defaults for everything else.
+ * PeerNetwork, PeerRegistry and a RoutineScheduler (with the default routines registered, not started) from a
+ * NetworkConfig, with defaults for everything else.
  *
  * @example
  * const Node = networkLayer({ handshake: Layer.succeed(TrustHandshake, { run: () => Effect.succeed(Verdict.Trusted()) }) })
@@ -29,8 +34,10 @@ export interface NetworkOverrides {
  */
 export const networkLayer = (
   overrides: NetworkOverrides = {}
-): Layer.Layer<PeerNetwork | PeerRegistry, ListenFailed | KeyFileError, NetworkConfig> =>
-  PeerNetwork.layer.pipe(
+): Layer.Layer<PeerNetwork | PeerRegistry | RoutineScheduler, ListenFailed | KeyFileError, NetworkConfig> =>
+  Layer.merge(PeerNetwork.layer, defaultRoutinesLayer).pipe(
+    Layer.provideMerge(RoutineScheduler.layer),
+    Layer.provide(overrides.broadcastRotation ?? BroadcastRotation.none),
     Layer.provideMerge(
       PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })
     ),

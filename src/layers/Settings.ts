@@ -43,6 +43,7 @@ export const networkSettingsFromEnv = Effect.gen(function* () {
     handshakeTimeoutMillis: int("P2P_HANDSHAKE_TIMEOUT_MS", d.handshakeTimeoutMillis),
     reconnectRetries: int("P2P_RECONNECT_RETRIES", d.reconnectRetries),
     reconnectDelayMillis: int("P2P_RECONNECT_DELAY_MS", d.reconnectDelayMillis),
+    inactivityLimitMillis: int("P2P_INACTIVITY_LIMIT_MS", d.inactivityLimitMillis),
     reconnectBackoff: Config.literal(
       "fixed",
       "exponential"

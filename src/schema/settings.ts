@@ -60,6 +60,8 @@ export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSetti
   reconnectDelayMillis: int(4_000),
   /** "fixed" as the original, or "exponential" (doubling from reconnectDelayMillis, with jitter). */
   reconnectBackoff: Schema.optionalWith(Schema.Literal("fixed", "exponential"), { default: () => "fixed" as const }),
+  /** DiscernPeerChannels closes channels that received nothing for this long (original: 60 minutes). */
+  inactivityLimitMillis: positive(60 * 60 * 1000),
   trust: Schema.optionalWith(IncomingPeerTrustPolicy, { default: () => IncomingPeerTrustPolicy.make({}) })
 }) {}
 
