@@ -43,6 +43,9 @@ export {
   DISCERN_PEER_CHANNELS,
   ROTATE_BROADCAST_PORT
 } from "./layers/DefaultRoutines.js"
+export { DistributionHandler, unwrap, unwrapText } from "./layers/Distribution.js"
+export type { BroadcastResult, DistributeOptions, Payload, Received } from "./layers/Distribution.js"
+export type { OverflowPolicy } from "./actors/PeerChannel.js"
 export { networkLayer, networkLayerWith, networkLayerConfig } from "./layers/Network.js"
 export type { NetworkOverrides } from "./layers/Network.js"
 export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"

@@ -25,6 +25,7 @@ import {
   HandshakeTimeout,
   LocalClose,
   NotTrusted,
+  OutboxFull,
   ProtocolMismatch,
   RemoteDisconnected,
   RemoteRejected
@@ -52,6 +53,9 @@ export interface ChannelStats {
   readonly lastIncomingAt: number
   readonly outboxSize: number
 }
+
+/** What a send does when the channel's outbox is full. */
+export type OverflowPolicy = "wait" | "dropOldest" | "fail"
 
 export interface OutboxItem {
   readonly frame: FrameParts
@@ -95,6 +99,14 @@ export interface PeerChannel extends ChannelInfo {
    * the kind on this channel, FrameTooLarge when it cannot be framed, ChannelClosed once the channel has closed.
    */
   readonly send: (packet: Packet) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge>
+  /**
+   * Queues a packet with an explicit policy for a full outbox: "wait" (as `send`), "dropOldest" (the oldest queued
+   * packet is dropped, and a `sendAndAwait` waiting on it fails), or "fail" (OutboxFull).
+   */
+  readonly offer: (
+    packet: Packet,
+    whenFull: OverflowPolicy
+  ) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge | OutboxFull>
   /**
    * Queues several packets in order, paying the per-call cost once. All are checked before any is queued: if one is
    * refused, none is sent.
@@ -207,6 +219,22 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       )
     }
 
+    const offerWith = (packet: Packet, whenFull: OverflowPolicy) =>
+      Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge | OutboxFull> => {
+        const item = prepare(packet, undefined)
+        if (!("frame" in item)) return Effect.fail(item)
+        if (whenFull === "wait") return offerAll([item])
+        if (outbox.unsafeOffer(item)) return Effect.void
+        if (whenFull === "fail") return Effect.fail(new OutboxFull({ peer: label, capacity: deps.outboxCapacity }))
+        // dropOldest: make room by dropping the packet that has waited longest
+        return Effect.flatMap(Queue.poll(outbox), (oldest) => {
+          if (Option.isSome(oldest) && oldest.value.written !== undefined) {
+            Deferred.unsafeDone(oldest.value.written, Exit.fail(closedError("dropped: outbox full (dropOldest)")))
+          }
+          return offerAll([item])
+        })
+      })
+
     const enqueue = (packet: Packet, written: OutboxItem["written"]) =>
       Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge> => {
         const item = prepare(packet, written)
@@ -232,6 +260,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       isTrusted: () => trusted,
       isClosed: () => isClosed,
       send: (packet) => enqueue(packet, undefined),
+      offer: offerWith,
       sendAll: enqueueAll,
       sendAndAwait: (packet) =>
         Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) =>

@@ -13,6 +13,7 @@ import { NetworkConfig } from "./Settings.js"
 import { TrustHandshake } from "./TrustHandshake.js"
 import { BroadcastRotation, defaultRoutinesLayer } from "./DefaultRoutines.js"
 import { RoutineScheduler } from "./RoutineScheduler.js"
+import { DistributionHandler } from "./Distribution.js"
 
 export interface NetworkOverrides {
   readonly identity?: Layer.Layer<NodeIdentity, KeyFileError, NetworkConfig>
@@ -34,16 +35,20 @@ export interface NetworkOverrides {
  */
 export const networkLayer = (
   overrides: NetworkOverrides = {}
-): Layer.Layer<PeerNetwork | PeerRegistry | RoutineScheduler, ListenFailed | KeyFileError, NetworkConfig> =>
-  Layer.merge(PeerNetwork.layer, defaultRoutinesLayer).pipe(
+): Layer.Layer<
+  PeerNetwork | PeerRegistry | RoutineScheduler | DistributionHandler | NodeIdentity,
+  ListenFailed | KeyFileError,
+  NetworkConfig
+> =>
+  Layer.mergeAll(PeerNetwork.layer, defaultRoutinesLayer, DistributionHandler.layer).pipe(
     Layer.provideMerge(RoutineScheduler.layer),
     Layer.provide(overrides.broadcastRotation ?? BroadcastRotation.none),
     Layer.provideMerge(
       PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })
     ),
+    Layer.provideMerge(overrides.identity ?? NodeIdentity.layerConfig),
     Layer.provide(
       Layer.mergeAll(
-        overrides.identity ?? NodeIdentity.layerConfig,
         overrides.trust ?? IncomingTrust.layer,
         overrides.handshake ?? TrustHandshake.layer,
         overrides.secure ?? SecureSession.plain

@@ -192,3 +192,13 @@ export class KeyFileError extends Schema.TaggedError<KeyFileError>()("KeyFileErr
     return `node key file ${this.path}: ${this.detail}`
   }
 }
+
+/** A packet was refused because the channel's outbox was full and the overflow policy is "fail". */
+export class OutboxFull extends Schema.TaggedError<OutboxFull>()("OutboxFull", {
+  peer: Schema.String,
+  capacity: Schema.Number
+}) {
+  override get message() {
+    return `outbox to ${this.peer} is full (${this.capacity} packets)`
+  }
+}

@@ -4,6 +4,7 @@ import type { Scope } from "effect"
 import type { NetworkOverrides } from "../../src/layers/Network.js"
 import { networkLayerWith } from "../../src/layers/Network.js"
 import { PeerNetwork } from "../../src/layers/PeerNetwork.js"
+import { DistributionHandler } from "../../src/layers/Distribution.js"
 import type { NetworkEvent } from "../../src/layers/PeerRegistry.js"
 import type { NodeId } from "../../src/schema/ids.js"
 import { IpAddress, PeerAddress, Port } from "../../src/schema/ids.js"
@@ -63,4 +64,17 @@ export const waitState = (channel: PeerChannel, state: ChannelState) =>
     Stream.filter((s) => s === state),
     Stream.runHead,
     Effect.asVoid
+  )
+
+/** Starts a network in the current scope and returns its main services. */
+export const startServices = (
+  settings: Partial<ConstructorParameters<typeof NetworkSettings>[0]> = {},
+  overrides: NetworkOverrides = {}
+) =>
+  Layer.build(networkLayerWith({ ...fastSettings, ...settings }, overrides)).pipe(
+    Effect.map((ctx) => ({
+      network: Context.get(ctx, PeerNetwork),
+      distribution: Context.get(ctx, DistributionHandler)
+    })),
+    Effect.orDie
   )
