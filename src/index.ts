@@ -46,6 +46,8 @@ export {
 export { DistributionHandler, unwrap, unwrapText } from "./layers/Distribution.js"
 export type { BroadcastResult, DistributeOptions, Payload, Received } from "./layers/Distribution.js"
 export type { OverflowPolicy } from "./actors/PeerChannel.js"
+export { MAX_PEERS_PER_GROUP, PacketDispatcher, PacketHandlers, plausiblePeer } from "./layers/PacketHandlers.js"
+export type { Handlers } from "./layers/PacketHandlers.js"
 export { networkLayer, networkLayerWith, networkLayerConfig } from "./layers/Network.js"
 export type { NetworkOverrides } from "./layers/Network.js"
 export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"
