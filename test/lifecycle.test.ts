@@ -205,9 +205,13 @@ describe("channel lifecycle", () => {
         Stream.filter((s) => s === "reconnecting"),
         Stream.runHead
       )
+      // trusted before the drop, but not now: awaitTrusted waits for the next trust (or the close)
+      const trustedAgain = yield* Effect.either(channel.awaitTrusted).pipe(Effect.fork)
       const result = yield* Effect.either(channel.sendAndAwait(message(a.id, "never")))
       assert.isTrue(Either.isLeft(result) && result.left._tag === "ChannelClosed")
       assert.strictEqual((yield* channel.awaitClosed)._tag, "ConnectionLost")
+      const waited = yield* Fiber.join(trustedAgain)
+      assert.isTrue(Either.isLeft(waited) && waited.left._tag === "ChannelClosed")
     })
   )
 })

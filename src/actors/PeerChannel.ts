@@ -165,7 +165,6 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
     const outbox = yield* Queue.bounded<OutboxItem>(deps.outboxCapacity)
     const stateRef = yield* SubscriptionRef.make<ChannelState>("handshaking")
     const closed = yield* Deferred.make<CloseReason>()
-    const trustedSignal = yield* Deferred.make<void, ChannelClosed>()
     const opened = yield* Deferred.make<PeerChannel, CloseReason>()
     const counters = deps.counters
     let trusted = false
@@ -185,7 +184,6 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         if (state === "reconnecting") trustedBeforeDrop = trusted
         else if (state !== "handshaking") trustedBeforeDrop = false
         trusted = state === "trusted"
-        if (trusted) yield* Deferred.succeed(trustedSignal, undefined)
         yield* deps.onState(channel, state, reason)
       })
 
@@ -266,7 +264,16 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) =>
           Effect.zipRight(enqueue(packet, d), Deferred.await(d))
         ),
-      awaitTrusted: Deferred.await(trustedSignal),
+      // the current state first, then its changes: trusted now (also after a re-dial), or closed
+      awaitTrusted: stateRef.changes.pipe(
+        Stream.filter((s) => s === "trusted" || s === "closed"),
+        Stream.runHead,
+        Effect.flatMap((s) =>
+          Option.contains(s, "trusted")
+            ? Effect.void
+            : Effect.flatMap(Deferred.await(closed), (reason) => Effect.fail(closedError(reason.message)))
+        )
+      ),
       close: (reason) =>
         Effect.suspend(() => {
           if (isClosed) return Effect.void
@@ -466,7 +473,6 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         const failure = closedError(reason.message)
         for (const i of undelivered) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.fail(failure))
         yield* Queue.shutdown(outbox)
-        yield* Deferred.fail(trustedSignal, failure)
         yield* Deferred.fail(opened, reason)
         if (undelivered.length > 0) {
           yield* Effect.logWarning(`${undelivered.length} queued packets not delivered: ${reason.message}`)
