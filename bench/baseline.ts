@@ -5,7 +5,8 @@
  */
 import { Effect } from "effect"
 import * as net from "node:net"
-import { BULK_BYTES, frameAll, lengthPrefix, PING, SMALL_TEXT, Splitter } from "./shared.js"
+import { FrameReader } from "../src/schema/wire.js"
+import { BULK_BYTES, frameAll, lengthPrefix, PING, SMALL_TEXT } from "./shared.js"
 
 /** Small messages per write call. */
 const SMALL_BATCH = 256
@@ -75,15 +76,16 @@ export const sendBulk = (socket: net.Socket, count: number, payload: Uint8Array)
 export const connectAndEcho = (port: number) =>
   Effect.async<void, Error>((resume) => {
     const socket = net.connect({ host: "127.0.0.1", port, noDelay: true })
-    const splitter = new Splitter()
+    // the same 4-byte length splitting as the library, without the rest of its protocol
+    const splitter = new FrameReader(Number.MAX_SAFE_INTEGER)
     socket.once("error", (e) => resume(Effect.fail(e)))
     socket.once("connect", () => {
       const body = Buffer.from(JSON.stringify({ _tag: "PureMessage", message: PING, origin, sentAt: Date.now() }))
       socket.write(frameAll([body]))
     })
     socket.on("data", (chunk: Buffer) =>
-      splitter.push(chunk, (frame) => {
-        JSON.parse(frame.toString("utf8"))
+      splitter.pushRanges(chunk, (buffer, start, end) => {
+        JSON.parse(buffer.toString("utf8", start, end))
         socket.destroy()
         resume(Effect.void)
       })

@@ -11,7 +11,8 @@ import { networkLayerWith } from "../src/layers/Network.js"
 import { PeerNetwork } from "../src/layers/PeerNetwork.js"
 import { PureMessage } from "../src/schema/packets.js"
 import type { FromPeer, ToPeer } from "./shared.js"
-import { lengthPrefix, PING, PONG, Splitter } from "./shared.js"
+import { FrameReader } from "../src/schema/wire.js"
+import { lengthPrefix, PING, PONG } from "./shared.js"
 
 const report = (m: FromPeer) => {
   process.send?.(m)
@@ -55,9 +56,12 @@ const rawServer = (onFrame: (socket: net.Socket) => (body: Buffer) => void) =>
   Effect.acquireRelease(
     Effect.async<net.Server, Error>((resume) => {
       const server = net.createServer({ noDelay: true }, (socket) => {
-        const splitter = new Splitter()
+        // the baseline's 4-byte length framing, split by the same reader the library uses
+        const splitter = new FrameReader(Number.MAX_SAFE_INTEGER)
         const handle = onFrame(socket)
-        socket.on("data", (chunk: Buffer) => splitter.push(chunk, handle))
+        socket.on("data", (chunk: Buffer) =>
+          splitter.pushRanges(chunk, (buffer, start, end) => handle(buffer.subarray(start, end)))
+        )
         socket.on("error", () => socket.destroy())
       })
       server.once("error", (e) => resume(Effect.fail(e)))

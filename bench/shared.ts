@@ -60,52 +60,6 @@ export const lengthPrefix = (length: number): Buffer => {
   return b
 }
 
-/**
- * The baseline's frame splitter: whole frames inside a chunk are handed out without copying, a frame spanning
- * chunks is assembled into one buffer allocated once its length is known.
- */
-export class Splitter {
-  private head = Buffer.alloc(4)
-  private headFill = 0
-  private body: Buffer | undefined
-  private bodyFill = 0
-
-  push(chunk: Buffer, onFrame: (body: Buffer) => void): void {
-    let offset = 0
-    const n = chunk.length
-    while (offset < n) {
-      if (this.body === undefined) {
-        if (this.headFill === 0 && n - offset >= 4) {
-          const len = chunk.readUInt32BE(offset)
-          offset += 4
-          if (n - offset >= len) {
-            onFrame(chunk.subarray(offset, offset + len))
-            offset += len
-            continue
-          }
-          this.body = Buffer.allocUnsafe(len)
-          this.bodyFill = 0
-          continue
-        }
-        while (this.headFill < 4 && offset < n) this.head[this.headFill++] = chunk[offset++]!
-        if (this.headFill < 4) return
-        this.headFill = 0
-        this.body = Buffer.allocUnsafe(this.head.readUInt32BE(0))
-        this.bodyFill = 0
-      }
-      const take = Math.min(this.body.length - this.bodyFill, n - offset)
-      chunk.copy(this.body, this.bodyFill, offset, offset + take)
-      this.bodyFill += take
-      offset += take
-      if (this.bodyFill === this.body.length) {
-        const done = this.body
-        this.body = undefined
-        onFrame(done)
-      }
-    }
-  }
-}
-
 export const median = (xs: ReadonlyArray<number>): number => {
   const s = [...xs].sort((a, b) => a - b)
   const mid = Math.floor(s.length / 2)

@@ -51,4 +51,22 @@ describe("PeerNetwork", () => {
       assert.strictEqual(added.port, b.port)
     })
   )
+  it.scoped("many packets queued together go out in a few socket writes, not one write each", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode()
+      const b = yield* startNode()
+      const packets = yield* b.registry.subscribePackets
+      const channel = yield* a.dial("127.0.0.1", b.port)
+      yield* channel.awaitTrusted
+      const before = yield* channel.stats
+      const batch = Array.from({ length: 2000 }, (_, i) => message(a.id, `m${i}`))
+      yield* channel.sendAll(batch)
+      const got = yield* packets.pipe(Stream.take(2000), Stream.runCollect)
+      assert.strictEqual(got.length, 2000)
+      const after = yield* channel.stats
+      assert.strictEqual(after.framesOut - before.framesOut, 2000)
+      // the writer takes up to 1024 queued packets per write
+      assert.isAtMost(after.writesOut - before.writesOut, 4)
+    })
+  )
 })

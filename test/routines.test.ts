@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Ref, Stream, TestClock } from "effect"
+import { Context, Duration, Effect, Layer, Option, Ref, Stream, TestClock } from "effect"
 import { DISCERN_PEER_CHANNELS, ROTATE_BROADCAST_PORT } from "../src/layers/DefaultRoutines.js"
 import { networkLayerWith } from "../src/layers/Network.js"
 import { PeerNetwork } from "../src/layers/PeerNetwork.js"
@@ -9,6 +9,16 @@ import { fastSettings, message, startNode } from "./support/nodes.js"
 const withScheduler = <A, E>(self: Effect.Effect<A, E, RoutineScheduler>) =>
   Effect.provide(self, Layer.fresh(RoutineScheduler.layer))
 
+/** Adds a routine that counts its runs; returns the count. */
+const counting = (scheduler: RoutineScheduler["Type"], name: string, interval: Duration.DurationInput) =>
+  Effect.tap(Ref.make(0), (count) =>
+    scheduler.add(
+      name,
+      Ref.update(count, (n) => n + 1),
+      interval
+    )
+  )
+
 const info = (name: string) =>
   Effect.flatMap(RoutineScheduler, (s) => Effect.map(s.list, (all) => all.find((r) => r.name === name)!))
 
@@ -17,12 +27,7 @@ describe("RoutineScheduler (TestClock)", () => {
     withScheduler(
       Effect.gen(function* () {
         const scheduler = yield* RoutineScheduler
-        const count = yield* Ref.make(0)
-        yield* scheduler.add(
-          "tick",
-          Ref.update(count, (n) => n + 1),
-          "10 seconds"
-        )
+        const count = yield* counting(scheduler, "tick", "10 seconds")
         yield* TestClock.adjust("30 seconds")
         assert.strictEqual(yield* Ref.get(count), 0, "added routines are not started")
         yield* scheduler.start("tick")
@@ -47,12 +52,7 @@ describe("RoutineScheduler (TestClock)", () => {
     withScheduler(
       Effect.gen(function* () {
         const scheduler = yield* RoutineScheduler
-        const count = yield* Ref.make(0)
-        yield* scheduler.add(
-          "tick",
-          Ref.update(count, (n) => n + 1),
-          "10 seconds"
-        )
+        const count = yield* counting(scheduler, "tick", "10 seconds")
         yield* scheduler.start("tick")
         yield* TestClock.adjust("1 second")
         yield* scheduler.setInterval("tick", "2 seconds")
@@ -95,12 +95,7 @@ describe("RoutineScheduler (TestClock)", () => {
     withScheduler(
       Effect.gen(function* () {
         const scheduler = yield* RoutineScheduler
-        const count = yield* Ref.make(0)
-        yield* scheduler.add(
-          "a",
-          Ref.update(count, (n) => n + 1),
-          "1 second"
-        )
+        const count = yield* counting(scheduler, "a", "1 second")
         assert.strictEqual((yield* Effect.flip(scheduler.add("a", Effect.void, "1 second")))._tag, "RoutineExists")
         assert.strictEqual((yield* Effect.flip(scheduler.start("nope")))._tag, "RoutineNotFound")
         yield* scheduler.start("a")

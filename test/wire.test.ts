@@ -11,21 +11,10 @@ import type { FrameError } from "../src/schema/errors.js"
 import { HandshakeData, HandshakeProof, HandshakeVerdict, Hello, Reject } from "../src/schema/handshake.js"
 import { DataTransmission, Disconnect, Identity, PeerGroup, PureMessage } from "../src/schema/packets.js"
 import type { FrameValue } from "../src/schema/wire.js"
-import { decodeBody, DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameReader } from "../src/schema/wire.js"
+import { decodeBody, DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameReader, frameClasses } from "../src/schema/wire.js"
 import { lengthPrefix, rawFrame, rawFrameBytes } from "./support/raw-peer.js"
 
-const kinds = {
-  Identity,
-  Disconnect,
-  PeerGroup,
-  DataTransmission,
-  PureMessage,
-  Hello,
-  HandshakeProof,
-  HandshakeVerdict,
-  HandshakeData,
-  Reject
-} as const
+const kinds = frameClasses
 type Kind = keyof typeof kinds
 const kindNames = Object.keys(kinds) as ReadonlyArray<Kind>
 /** The class of a kind, for instanceof checks. */

@@ -38,6 +38,8 @@ export interface ChannelCounters {
   bytesIn: number
   framesOut: number
   bytesOut: number
+  /** Socket writes (each carries a batch of frames). */
+  writesOut: number
   droppedGated: number
   lastIncomingAt: number
 }
@@ -46,6 +48,7 @@ export const makeCounters = (now: number): ChannelCounters => ({
   bytesIn: 0,
   framesOut: 0,
   bytesOut: 0,
+  writesOut: 0,
   droppedGated: 0,
   lastIncomingAt: now
 })

@@ -47,6 +47,8 @@ export interface ChannelStats {
   readonly bytesIn: number
   readonly framesOut: number
   readonly bytesOut: number
+  /** Socket writes: many queued packets go out in one. */
+  readonly writesOut: number
   /** Packets dropped by the trust gate. */
   readonly droppedGated: number
   /** Epoch milliseconds of the last received bytes. */
@@ -300,6 +302,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         bytesIn: counters.bytesIn,
         framesOut: counters.framesOut,
         bytesOut: counters.bytesOut,
+        writesOut: counters.writesOut,
         droppedGated: counters.droppedGated,
         lastIncomingAt: counters.lastIncomingAt,
         outboxSize: Math.max(
@@ -324,6 +327,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           const frames = layoutFrames(batch.map((i) => i.frame))
           yield* current.write(frames)
           counters.framesOut += batch.length
+          counters.writesOut++
           counters.bytesOut += bytes
           for (const i of batch) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.void)
           inFlight = cut < 0 ? [] : inFlight.slice(cut + 1)

@@ -5,7 +5,7 @@
  */
 import { Context, DateTime, Effect, Layer, Stream } from "effect"
 import type { Scope } from "effect"
-import type { OverflowPolicy, PacketReceived, PeerChannel } from "../actors/PeerChannel.js"
+import type { OverflowPolicy, PacketReceived } from "../actors/PeerChannel.js"
 import type { ChannelClosed, FrameTooLarge, NotTrusted, OutboxFull, PeerNotFound } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
 import { DataTransmission } from "../schema/packets.js"
@@ -85,8 +85,6 @@ const make = Effect.gen(function* () {
         )
       : Effect.succeed(payload)
 
-  const deliver = (channel: PeerChannel, packet: Packet, whenFull: OverflowPolicy) => channel.offer(packet, whenFull)
-
   return DistributionHandler.of({
     wrap,
     broadcast: (payload, options = {}) =>
@@ -95,7 +93,7 @@ const make = Effect.gen(function* () {
         const channels = yield* registry.trustedChannels
         const results = yield* Effect.forEach(
           channels,
-          (channel) => Effect.either(deliver(channel, packet, options.whenFull ?? "wait")),
+          (channel) => Effect.either(channel.offer(packet, options.whenFull ?? "wait")),
           { concurrency: "unbounded" }
         )
         const refused: Array<BroadcastResult["refused"][number]> = []
@@ -108,7 +106,7 @@ const make = Effect.gen(function* () {
       Effect.gen(function* () {
         const channel = yield* registry.channel(peer)
         const packet = yield* wrap(payload, options.format)
-        yield* deliver(channel, packet, options.whenFull ?? "wait")
+        yield* channel.offer(packet, options.whenFull ?? "wait")
       }),
     incoming: <K extends PacketKind>(kind: K) => registry.packets.pipe(Stream.filter(isKind(kind))),
     subscribe: <K extends PacketKind>(kind: K) => Effect.map(registry.subscribePackets, Stream.filter(isKind(kind)))

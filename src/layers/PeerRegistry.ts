@@ -148,7 +148,8 @@ const make = (options: { readonly packetBuffer?: number }) =>
           return [[channel, existing] as const, { ...s, channels }] as const
         })
         if (loser !== undefined && !loser.isClosed()) {
-          yield* Effect.forkDaemon(loser.close(`duplicate channel: keeping the one initiated by ${winner.initiatorId}`))
+          // close sends a Disconnect and ends the loser's link; it does not wait for the loser's fiber
+          yield* loser.close(`duplicate channel: keeping the one initiated by ${winner.initiatorId}`)
         }
         if (winner === channel) {
           yield* addKnown(

@@ -35,7 +35,8 @@ export const parsePreamble = (bytes: Uint8Array): Either.Either<number, string> 
 /** Everything that can travel in a frame. */
 export type FrameValue = Packet | Hello | HandshakeProof | HandshakeVerdict | HandshakeData | Reject
 
-const classes = {
+/** The Schema class of every frame kind, by `_tag`. */
+export const frameClasses = {
   Identity,
   Disconnect,
   PeerGroup,
@@ -47,14 +48,14 @@ const classes = {
   HandshakeData,
   Reject
 } as const
-type Kind = keyof typeof classes
+type Kind = keyof typeof frameClasses
 
 /** The wire shape of a class: its fields, with origin time as epoch milliseconds. */
 const wireStruct = (c: { readonly fields: Schema.Struct.Fields }) =>
   Schema.Struct("sentAt" in c.fields ? { ...c.fields, sentAt: Schema.DateTimeUtcFromNumber } : c.fields)
 
 const decoders = Object.fromEntries(
-  Object.entries(classes).map(([k, c]) => {
+  Object.entries(frameClasses).map(([k, c]) => {
     const decode = Schema.decodeUnknownEither(wireStruct(c) as unknown as Schema.Schema<any, any>)
     const Class = c as unknown as new (props: unknown, disableValidation: boolean) => FrameValue
     // validated by the struct already: construct without validating again
@@ -62,10 +63,13 @@ const decoders = Object.fromEntries(
   })
 ) as Record<Kind, (u: unknown) => Either.Either<FrameValue, ParseResult.ParseError>>
 const encoders = Object.fromEntries(
-  Object.entries(classes).map(([k, c]) => [k, Schema.encodeSync(wireStruct(c) as unknown as Schema.Schema<any, any>)])
+  Object.entries(frameClasses).map(([k, c]) => [
+    k,
+    Schema.encodeSync(wireStruct(c) as unknown as Schema.Schema<any, any>)
+  ])
 ) as Record<Kind, (v: FrameValue) => Record<string, unknown>>
 
-const isKind = (k: string): k is Kind => Object.prototype.hasOwnProperty.call(classes, k)
+const isKind = (k: string): k is Kind => Object.prototype.hasOwnProperty.call(frameClasses, k)
 
 const EMPTY = new Uint8Array(0)
 
