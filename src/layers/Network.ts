@@ -16,6 +16,10 @@ import { RoutineScheduler } from "./RoutineScheduler.js"
 import { DistributionHandler } from "./Distribution.js"
 import type { Handlers } from "./PacketHandlers.js"
 import { PacketDispatcher, PacketHandlers } from "./PacketHandlers.js"
+import { inboxFor, PacketInbox } from "./PacketInbox.js"
+import { FileTransfer } from "./FileTransfer.js"
+import { NetworkTaskHandler } from "./NetworkTasks.js"
+import type { PacketKind } from "../schema/packets.js"
 
 export interface NetworkOverrides {
   readonly identity?: Layer.Layer<NodeIdentity, KeyFileError, NetworkConfig>
@@ -25,16 +29,28 @@ export interface NetworkOverrides {
   /** What the RotateBroadcastPort routine calls; LAN discovery provides it. */
   readonly broadcastRotation?: Layer.Layer<BroadcastRotation>
   /**
-   * Run the packet handlers: `{}` for the defaults, or replacements by kind. Without it no handler runs (received
-   * packets are still published to subscribers).
+   * Packet handlers to replace, by kind (the others keep their defaults); `false` runs no handler at all (received
+   * packets are still published to subscribers, but files and tasks are not taken in).
    */
-  readonly handlers?: Partial<Handlers>
+  readonly handlers?: Partial<Handlers> | false
   readonly packetBuffer?: number
 }
 
+/** Every service a network layer provides. */
+export type NetworkServices =
+  | PeerNetwork
+  | PeerRegistry
+  | RoutineScheduler
+  | DistributionHandler
+  | NodeIdentity
+  | PacketDispatcher
+  | FileTransfer
+  | NetworkTaskHandler
+
 /**
- * PeerNetwork, PeerRegistry and a RoutineScheduler (with the default routines registered, not started) from a
- * NetworkConfig, with defaults for everything else.
+ * PeerNetwork, PeerRegistry, DistributionHandler, FileTransfer, NetworkTaskHandler, the packet dispatcher and a
+ * RoutineScheduler (with the default routines registered, not started) from a NetworkConfig, with defaults for
+ * everything else.
  *
  * @example
  * const Node = networkLayer({ handshake: Layer.succeed(TrustHandshake, { run: () => Effect.succeed(Verdict.Trusted()) }) })
@@ -42,22 +58,10 @@ export interface NetworkOverrides {
  */
 export const networkLayer = (
   overrides: NetworkOverrides = {}
-): Layer.Layer<
-  PeerNetwork | PeerRegistry | RoutineScheduler | DistributionHandler | NodeIdentity | PacketDispatcher,
-  ListenFailed | KeyFileError,
-  NetworkConfig
-> =>
-  Layer.mergeAll(
-    PeerNetwork.layer,
-    defaultRoutinesLayer,
-    DistributionHandler.layer,
-    // packet handlers run only when asked for: a per-packet handler costs ~3 us on the receiver (see the issue 3 note)
-    overrides.handlers === undefined
-      ? PacketDispatcher.idle
-      : PacketDispatcher.layer.pipe(Layer.provide(PacketHandlers.layerWith(overrides.handlers)))
-  ).pipe(
-    Layer.provideMerge(RoutineScheduler.layer),
-    Layer.provide(overrides.broadcastRotation ?? BroadcastRotation.none),
+): Layer.Layer<NetworkServices, ListenFailed | KeyFileError, NetworkConfig> => {
+  const handlers = overrides.handlers ?? {}
+  const core = PeerNetwork.layer.pipe(
+    Layer.provideMerge(handlers === false ? PacketInbox.none : inboxFor(Object.keys(handlers) as Array<PacketKind>)),
     Layer.provideMerge(
       PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })
     ),
@@ -70,6 +74,21 @@ export const networkLayer = (
       )
     )
   )
+  const services = Layer.mergeAll(FileTransfer.layer, NetworkTaskHandler.layer).pipe(
+    Layer.provideMerge(DistributionHandler.layer)
+  )
+  return Layer.mergeAll(
+    defaultRoutinesLayer,
+    handlers === false
+      ? PacketDispatcher.idle
+      : PacketDispatcher.layer.pipe(Layer.provide(PacketHandlers.layerWith(handlers)))
+  ).pipe(
+    Layer.provideMerge(services),
+    Layer.provideMerge(RoutineScheduler.layer),
+    Layer.provide(overrides.broadcastRotation ?? BroadcastRotation.none),
+    Layer.provideMerge(core)
+  )
+}
 
 /** A whole network from plain settings (the NetworkConfig is included). */
 export const networkLayerWith = (

@@ -1,18 +1,23 @@
 /**
- * One handler per packet kind, run by the packet dispatcher for every packet that passed the trust gate. Users
- * replace any handler (`networkLayer({ handlers: { PureMessage: ... } })` or their own PacketHandlers layer). A
- * handler that fails is logged with its channel and counted; the channel and the node keep working (unlike B6).
+ * One handler per packet kind, run by the packet dispatcher for packets that passed the trust gate. Users replace any
+ * handler (`networkLayer({ handlers: { PureMessage: ... } })` or their own PacketHandlers layer). A handler that
+ * fails is logged with its channel and counted; the channel and the node keep working (unlike B6).
  * Defaults: Identity and PeerGroup add known peers (the connect policy below; the source address of the channel is
- * used, never an address the payload asserts, B13); Disconnect and PureMessage are logged; DataTransmission of
- * format MiscData is left to subscribers (File and Task are routed by the file store and task handler of issue 3).
+ * used, never an address the payload asserts, B13); a Disconnect is logged (the channel itself closes and leaves the
+ * registry); a DataTransmission goes by payload format: File to the FileTransfer service, Task to the
+ * NetworkTaskHandler, MiscData to subscribers only; a PureMessage is logged at Debug level.
+ * Channels hand packets to the dispatcher through the PacketInbox (layers/PacketInbox.ts).
  */
-import { Cause, Context, Effect, Layer, Ref, Stream } from "effect"
+import { Cause, Context, Effect, Layer, Ref } from "effect"
 import { isIP } from "node:net"
 import type { Received } from "./Distribution.js"
 import type { PacketKind } from "../schema/packets.js"
 import { IpAddress, PeerAddress } from "../schema/ids.js"
+import { FileTransfer } from "./FileTransfer.js"
 import { Category } from "./Logging.js"
+import { NetworkTaskHandler } from "./NetworkTasks.js"
 import { NodeIdentity } from "./NodeIdentity.js"
+import { PacketInbox } from "./PacketInbox.js"
 import { PeerRegistry } from "./PeerRegistry.js"
 
 export type Handlers = { readonly [K in PacketKind]: (received: Received<K>) => Effect.Effect<void, unknown> }
@@ -37,7 +42,7 @@ export class PacketHandlers extends Context.Tag("effect-p2pnet/PacketHandlers")<
     )
 }
 
-/** Runs the handlers on every received packet, in order; counts the ones that failed. */
+/** Runs the handlers on the packets of the PacketInbox, in order; counts the ones that failed. */
 export class PacketDispatcher extends Context.Tag("effect-p2pnet/PacketDispatcher")<
   PacketDispatcher,
   { readonly failures: Effect.Effect<number> }
@@ -57,6 +62,8 @@ export const plausiblePeer = (peer: PeerAddress, self: { readonly id: string }):
 const makeDefaults = Effect.gen(function* () {
   const registry = yield* PeerRegistry
   const keys = yield* NodeIdentity
+  const files = yield* FileTransfer
+  const tasks = yield* NetworkTaskHandler
   const addKnown = (peer: PeerAddress) =>
     registry.addKnown(peer).pipe(Effect.catchTag("PeerBlocked", () => Effect.void))
   return PacketHandlers.of({
@@ -69,19 +76,20 @@ const makeDefaults = Effect.gen(function* () {
         yield* Effect.logInfo(`added ${candidates.length} of ${packet.peers.length} peers from a PeerGroup`)
       }),
     Disconnect: ({ packet }) => Effect.logInfo(`peer disconnected: ${packet.reason}`),
-    DataTransmission: ({ packet }) =>
-      packet.format === "MiscData"
-        ? Effect.void
-        : Effect.logDebug(`${packet.format} payload of ${packet.data.length} bytes: no ${packet.format} handler yet`),
+    DataTransmission: (received) =>
+      received.packet.format === "File"
+        ? files.incoming(received)
+        : received.packet.format === "Task"
+          ? tasks.incoming(received)
+          : Effect.void,
     PureMessage: ({ packet }) => Effect.logDebug(`message: ${packet.message.slice(0, 200)}`)
   })
 })
 
 const makeDispatcher = Effect.gen(function* () {
   const handlers = yield* PacketHandlers
-  const registry = yield* PeerRegistry
+  const inbox = yield* PacketInbox
   const failures = yield* Ref.make(0)
-  const packets = yield* registry.subscribePackets
   const handle = (received: Received<PacketKind>) =>
     (handlers[received.packet._tag] as (r: Received<PacketKind>) => Effect.Effect<void, unknown>)(received).pipe(
       Effect.catchAllCause((cause) =>
@@ -94,10 +102,9 @@ const makeDispatcher = Effect.gen(function* () {
       )
     )
   yield* Effect.forkScoped(
-    packets.pipe(
-      Stream.runForEachChunk((chunk) =>
-        Effect.forEach(chunk, (r) => handle(r as Received<PacketKind>), { discard: true })
-      ),
+    inbox.take.pipe(
+      Effect.flatMap((batch) => Effect.forEach(batch, (r) => handle(r as Received<PacketKind>), { discard: true })),
+      Effect.forever,
       Effect.annotateLogs({ category: Category.Peers })
     )
   )

@@ -31,6 +31,7 @@ import { encodeFrame } from "../schema/wire.js"
 import { IncomingTrust } from "./IncomingTrust.js"
 import { Category } from "./Logging.js"
 import { NodeIdentity } from "./NodeIdentity.js"
+import { PacketInbox } from "./PacketInbox.js"
 import { NetworkEvent, PeerRegistry } from "./PeerRegistry.js"
 import { SecureSession } from "./SecureSession.js"
 import { NetworkConfig } from "./Settings.js"
@@ -77,7 +78,7 @@ export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<
   static readonly layer: Layer.Layer<
     PeerNetwork,
     ListenFailed,
-    NetworkConfig | NodeIdentity | IncomingTrust | TrustHandshake | SecureSession | PeerRegistry
+    NetworkConfig | NodeIdentity | IncomingTrust | TrustHandshake | SecureSession | PeerRegistry | PacketInbox
   > = Layer.scoped(
     this,
     Effect.suspend(() => make)
@@ -91,6 +92,7 @@ const make = Effect.gen(function* () {
   const handshake = yield* TrustHandshake
   const secure = yield* SecureSession
   const registry = yield* PeerRegistry
+  const inbox = yield* PacketInbox
   const clock = yield* Effect.clock
   // every connection and channel fiber lives here; closing the layer's scope interrupts them all
   const fibers = yield* FiberSet.make<unknown, never>()
@@ -203,7 +205,7 @@ const make = Effect.gen(function* () {
           canSend: trust.canSend,
           canReceive: trust.canReceive,
           trustPhase,
-          publishPackets: registry.publishPackets,
+          publishPackets: (batch) => Effect.zipRight(inbox.route(batch), registry.publishPackets(batch)),
           register: (channel, trusted) =>
             Effect.gen(function* () {
               const blocked =
