@@ -16,6 +16,7 @@ import { RoutineScheduler } from "./RoutineScheduler.js"
 import { DistributionHandler } from "./Distribution.js"
 import type { Handlers } from "./PacketHandlers.js"
 import { PacketDispatcher, PacketHandlers } from "./PacketHandlers.js"
+import { ConnectPolicy, PeerConnector } from "./PeerConnector.js"
 import { inboxFor, PacketInbox } from "./PacketInbox.js"
 import { FileTransfer } from "./FileTransfer.js"
 import { NetworkTaskHandler } from "./NetworkTasks.js"
@@ -34,6 +35,8 @@ export interface NetworkOverrides {
    */
   readonly handlers?: Partial<Handlers> | false
   readonly packetBuffer?: number
+  /** Which peers learned from the network may be dialled (default: plausible address and port, never itself). */
+  readonly connectPolicy?: Layer.Layer<ConnectPolicy, never, NodeIdentity>
 }
 
 /** Every service a network layer provides. */
@@ -46,6 +49,7 @@ export type NetworkServices =
   | PacketDispatcher
   | FileTransfer
   | NetworkTaskHandler
+  | PeerConnector
 
 /**
  * PeerNetwork, PeerRegistry, DistributionHandler, FileTransfer, NetworkTaskHandler, the packet dispatcher and a
@@ -84,6 +88,7 @@ export const networkLayer = (
       : PacketDispatcher.layer.pipe(Layer.provide(PacketHandlers.layerWith(handlers)))
   ).pipe(
     Layer.provideMerge(services),
+    Layer.provideMerge(PeerConnector.layer.pipe(Layer.provide(overrides.connectPolicy ?? ConnectPolicy.layer))),
     Layer.provideMerge(RoutineScheduler.layer),
     Layer.provide(overrides.broadcastRotation ?? BroadcastRotation.none),
     Layer.provideMerge(core)

@@ -2,21 +2,21 @@
  * One handler per packet kind, run by the packet dispatcher for packets that passed the trust gate. Users replace any
  * handler (`networkLayer({ handlers: { PureMessage: ... } })` or their own PacketHandlers layer). A handler that
  * fails is logged with its channel and counted; the channel and the node keep working (unlike B6).
- * Defaults: Identity and PeerGroup add known peers (the connect policy below; the source address of the channel is
- * used, never an address the payload asserts, B13); a Disconnect is logged (the channel itself closes and leaves the
- * registry); a DataTransmission goes by payload format: File to the FileTransfer service, Task to the
- * NetworkTaskHandler, MiscData to subscribers only; a PureMessage is logged at Debug level.
+ * Defaults: an Identity records its sender as a known peer (at the channel's source address, never an address the
+ * payload asserts, B13); a PeerGroup's peers go to the PeerConnector (connect policy, deduplication, bounded rate);
+ * a Disconnect is logged (the channel itself closes and leaves the registry); a DataTransmission goes by payload
+ * format: File to the FileTransfer service, Task to the NetworkTaskHandler, MiscData to subscribers only; a
+ * PureMessage is logged at Debug level.
  * Channels hand packets to the dispatcher through the PacketInbox (layers/PacketInbox.ts).
  */
 import { Cause, Context, Effect, Layer, Ref } from "effect"
-import { isIP } from "node:net"
 import type { Received } from "./Distribution.js"
 import type { PacketKind } from "../schema/packets.js"
 import { IpAddress, PeerAddress } from "../schema/ids.js"
 import { FileTransfer } from "./FileTransfer.js"
 import { Category } from "./Logging.js"
 import { NetworkTaskHandler } from "./NetworkTasks.js"
-import { NodeIdentity } from "./NodeIdentity.js"
+import { PeerConnector } from "./PeerConnector.js"
 import { PacketInbox } from "./PacketInbox.js"
 import { PeerRegistry } from "./PeerRegistry.js"
 
@@ -55,13 +55,9 @@ export class PacketDispatcher extends Context.Tag("effect-p2pnet/PacketDispatche
   static readonly idle = Layer.succeed(this, this.of({ failures: Effect.succeed(0) }))
 }
 
-/** The connect policy for shared peers: a plausible address and port, and never this node itself. */
-export const plausiblePeer = (peer: PeerAddress, self: { readonly id: string }): boolean =>
-  isIP(peer.address) !== 0 && peer.port >= 1 && peer.port <= 65535 && peer.id !== self.id
-
 const makeDefaults = Effect.gen(function* () {
   const registry = yield* PeerRegistry
-  const keys = yield* NodeIdentity
+  const connector = yield* PeerConnector
   const files = yield* FileTransfer
   const tasks = yield* NetworkTaskHandler
   const addKnown = (peer: PeerAddress) =>
@@ -71,9 +67,8 @@ const makeDefaults = Effect.gen(function* () {
       addKnown(PeerAddress.make({ address: IpAddress.make(channel.address), port: packet.port, id: channel.remoteId })),
     PeerGroup: ({ packet }) =>
       Effect.gen(function* () {
-        const candidates = packet.peers.slice(0, MAX_PEERS_PER_GROUP).filter((p) => plausiblePeer(p, keys))
-        yield* Effect.forEach(candidates, addKnown, { discard: true })
-        yield* Effect.logInfo(`added ${candidates.length} of ${packet.peers.length} peers from a PeerGroup`)
+        const queued = yield* connector.offer(packet.peers.slice(0, MAX_PEERS_PER_GROUP))
+        yield* Effect.logDebug(`PeerGroup of ${packet.peers.length} peers: ${queued} to dial`)
       }),
     Disconnect: ({ packet }) => Effect.logInfo(`peer disconnected: ${packet.reason}`),
     DataTransmission: (received) =>

@@ -44,6 +44,9 @@ export const networkSettingsFromEnv = Effect.gen(function* () {
     reconnectRetries: int("P2P_RECONNECT_RETRIES", d.reconnectRetries),
     reconnectDelayMillis: int("P2P_RECONNECT_DELAY_MS", d.reconnectDelayMillis),
     inactivityLimitMillis: int("P2P_INACTIVITY_LIMIT_MS", d.inactivityLimitMillis),
+    autoConnect: bool("P2P_AUTO_CONNECT", d.autoConnect),
+    connectsPerSecond: int("P2P_CONNECTS_PER_SECOND", d.connectsPerSecond),
+    connectQueueCapacity: int("P2P_CONNECT_QUEUE_CAPACITY", d.connectQueueCapacity),
     reconnectBackoff: Config.literal(
       "fixed",
       "exponential"

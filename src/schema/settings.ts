@@ -62,6 +62,12 @@ export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSetti
   reconnectBackoff: Schema.optionalWith(Schema.Literal("fixed", "exponential"), { default: () => "fixed" as const }),
   /** DiscernPeerChannels closes channels that received nothing for this long (original: 60 minutes). */
   inactivityLimitMillis: positive(60 * 60 * 1000),
+  /** Dial peers learned from PeerGroup packets (and, later, discovery and bootstrap peer lists). */
+  autoConnect: Schema.optionalWith(Schema.Boolean, { default: () => true }),
+  /** Dials the connector starts per second at most (the original dialled every listed peer at once). */
+  connectsPerSecond: positive(4),
+  /** Candidates waiting for the connector; more are dropped and counted. */
+  connectQueueCapacity: positive(256),
   trust: Schema.optionalWith(IncomingPeerTrustPolicy, { default: () => IncomingPeerTrustPolicy.make({}) })
 }) {}
 
