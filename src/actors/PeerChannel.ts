@@ -109,6 +109,14 @@ export interface PeerChannel extends ChannelInfo {
     packet: Packet,
     whenFull: OverflowPolicy
   ) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge | OutboxFull>
+  /** Internal, for fan-out: as `offer`, with the packet already framed (one encoding shared by many channels). */
+  readonly offerFramed: (
+    packet: Packet,
+    whenFull: OverflowPolicy,
+    frame: FrameParts
+  ) => Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge | OutboxFull>
+  /** Internal, for fan-out: queues a framed packet if the outbox has room now (true), or not (false); never waits. */
+  readonly tryOffer: (packet: Packet, frame: FrameParts) => boolean | NotTrusted | ChannelClosed | FrameTooLarge
   /**
    * Queues several packets in order, paying the per-call cost once. All are checked before any is queued: if one is
    * refused, none is sent.
@@ -192,12 +200,13 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
     /** Checks and frames one packet for the outbox. */
     const prepare = (
       packet: Packet,
-      written: OutboxItem["written"]
+      written: OutboxItem["written"],
+      framed?: FrameParts
     ): OutboxItem | NotTrusted | ChannelClosed | FrameTooLarge => {
       if (isClosed) return closedError("closed")
       if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop))
         return new NotTrusted({ kind: packet._tag, peer: label })
-      const frame = frameParts(packet)
+      const frame = framed ?? frameParts(packet)
       if (frame.size - 4 > deps.maxFrameBytes)
         return new FrameTooLarge({ size: frame.size - 4, max: deps.maxFrameBytes })
       return {
@@ -219,9 +228,9 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       )
     }
 
-    const offerWith = (packet: Packet, whenFull: OverflowPolicy) =>
+    const offerWith = (packet: Packet, whenFull: OverflowPolicy, framed?: FrameParts) =>
       Effect.suspend((): Effect.Effect<void, NotTrusted | ChannelClosed | FrameTooLarge | OutboxFull> => {
-        const item = prepare(packet, undefined)
+        const item = prepare(packet, undefined, framed)
         if (!("frame" in item)) return Effect.fail(item)
         if (whenFull === "wait") return offerAll([item])
         if (outbox.unsafeOffer(item)) return Effect.void
@@ -260,7 +269,12 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       isTrusted: () => trusted,
       isClosed: () => isClosed,
       send: (packet) => enqueue(packet, undefined),
-      offer: offerWith,
+      offer: (packet, whenFull) => offerWith(packet, whenFull),
+      offerFramed: offerWith,
+      tryOffer: (packet, frame) => {
+        const item = prepare(packet, undefined, frame)
+        return "frame" in item ? outbox.unsafeOffer(item) : item
+      },
       sendAll: enqueueAll,
       sendAndAwait: (packet) =>
         Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) =>

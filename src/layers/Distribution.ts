@@ -5,11 +5,12 @@
  */
 import { Context, DateTime, Effect, Layer, Stream } from "effect"
 import type { Scope } from "effect"
-import type { OverflowPolicy, PacketReceived } from "../actors/PeerChannel.js"
+import type { OverflowPolicy, PacketReceived, PeerChannel } from "../actors/PeerChannel.js"
 import type { ChannelClosed, FrameTooLarge, NotTrusted, OutboxFull, PeerNotFound } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
 import { DataTransmission } from "../schema/packets.js"
 import type { Packet, PacketKind, PayloadFormat } from "../schema/packets.js"
+import { frameParts } from "../schema/wire.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PeerRegistry } from "./PeerRegistry.js"
 
@@ -91,16 +92,30 @@ const make = Effect.gen(function* () {
       Effect.gen(function* () {
         const packet = yield* wrap(payload, options.format)
         const channels = yield* registry.trustedChannels
-        const results = yield* Effect.forEach(
-          channels,
-          (channel) => Effect.either(channel.offer(packet, options.whenFull ?? "wait")),
-          { concurrency: "unbounded" }
-        )
+        // encoded once for every channel; queued at once where there is room, and only the full outboxes are waited
+        // on, side by side, so one slow channel holds up nobody else
+        const frame = frameParts(packet)
         const refused: Array<BroadcastResult["refused"][number]> = []
-        results.forEach((r, i) => {
-          if (r._tag === "Left") refused.push({ peer: channels[i]!.remoteId, error: r.left })
-        })
-        return { accepted: results.length - refused.length, refused }
+        const full: Array<PeerChannel> = []
+        let accepted = 0
+        for (const channel of channels) {
+          const r = channel.tryOffer(packet, frame)
+          if (r === true) accepted++
+          else if (r === false) full.push(channel)
+          else refused.push({ peer: channel.remoteId, error: r })
+        }
+        if (full.length > 0) {
+          const results = yield* Effect.forEach(
+            full,
+            (channel) => Effect.either(channel.offerFramed(packet, options.whenFull ?? "wait", frame)),
+            { concurrency: "unbounded" }
+          )
+          results.forEach((r, i) => {
+            if (r._tag === "Left") refused.push({ peer: full[i]!.remoteId, error: r.left })
+            else accepted++
+          })
+        }
+        return { accepted, refused }
       }).pipe(Effect.withSpan("DistributionHandler.broadcast")),
     sendTo: (peer, payload, options = {}) =>
       Effect.gen(function* () {
