@@ -3,13 +3,17 @@
  * each figure beside a plain node:net baseline measured in the same run (bench/baseline.ts): 100-byte PureMessages
  * per second, 64 KiB DataTransmission MB/s and handshake latency. Prints a table, notes, and one JSON line.
  *
- * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake picks metrics; BENCH_SECONDS (default 1) is the length of one
+ * Also the fan-out of bench/broadcast.ts (one node to 20 peers in other processes).
+ *
+ * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake,broadcast picks metrics; BENCH_SECONDS (default 1) is the length of one
  * timed run; BENCH_ROUNDS (default 5) the timed runs per side, of which the median is reported.
  */
 import { Cause, Console, Context, DateTime, Effect, Layer, Logger, LogLevel } from "effect"
 import * as os from "node:os"
 import { networkLayerWith } from "../src/layers/Network.js"
 import { PeerNetwork } from "../src/layers/PeerNetwork.js"
+import { DistributionHandler } from "../src/layers/Distribution.js"
+import { fanout, FANOUT } from "./broadcast.js"
 import { DataTransmission, PureMessage } from "../src/schema/packets.js"
 import { NetworkSettings } from "../src/schema/settings.js"
 import { connect, sendBulk, sendSmall } from "./baseline.js"
@@ -18,7 +22,7 @@ import type { Options, Sender, Side } from "./measure.js"
 import { BenchFailed, spawnReceiver } from "./receiver.js"
 import { BULK_BYTES, SMALL_TEXT } from "./shared.js"
 
-const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake").split(",")
+const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake,broadcast").split(",")
 const options: Options = {
   seconds: Number(process.env["BENCH_SECONDS"] ?? "1"),
   rounds: Number(process.env["BENCH_ROUNDS"] ?? "5")
@@ -109,9 +113,9 @@ const table = (rows: ReadonlyArray<Row>): ReadonlyArray<string> => {
 
 const main = Effect.gen(function* () {
   const receiver = yield* spawnReceiver
-  const node = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, listen: false })).pipe(
-    Effect.map(Context.get(PeerNetwork))
-  )
+  const context = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, listen: false }))
+  const node = Context.get(context, PeerNetwork)
+  const distribution = Context.get(context, DistributionHandler)
   const defaults = NetworkSettings.make({})
   const rows: Array<Row> = []
   const notes: Array<string> = []
@@ -218,6 +222,42 @@ const main = Effect.gen(function* () {
         dialed: rounded(h.library.dialed, 3),
         trusted: rounded(h.library.trusted, 3),
         echoed: rounded(h.library.echoed, 3)
+      }
+    }
+  }
+
+  if (only.includes("broadcast")) {
+    const f = yield* fanout(node, distribution, options)
+    const ideal = FANOUT * f.library.single
+    const ratio = f.library.fanout / ideal
+    rows.push({
+      metric: `100-byte broadcast to ${FANOUT} peers (deliveries/s)`,
+      library: grouped(f.library.fanout),
+      baseline: `${FANOUT} x ${grouped(f.library.single)}`,
+      ratio: ratio.toFixed(2),
+      target: "-",
+      pass: "-"
+    })
+    const baselineRatio = f.baseline.fanout / (FANOUT * f.baseline.single)
+    notes.push(
+      `broadcast: ${FANOUT} receiving nodes in ${FANOUT} processes; the library column is deliveries per second of ` +
+        `DistributionHandler.broadcast (one call per message), the baseline column ${FANOUT} times one channel's ` +
+        `rate with one send per message, measured in the same run`,
+      `broadcast: plain node:net fan-out for comparison: ${grouped(f.baseline.fanout)} deliveries/s against ` +
+        `${FANOUT} x ${grouped(f.baseline.single)} (ratio ${baselineRatio.toFixed(2)}): the receivers share this ` +
+        `machine's CPUs, which caps any fan-out; the library keeps ${(ratio / baselineRatio).toFixed(2)} of the ` +
+        `baseline's fan-out efficiency`
+    )
+    json["broadcast"] = {
+      unit: "deliveries/s",
+      peers: FANOUT,
+      library: rounded(f.library.fanout, 0),
+      singleChannel: rounded(f.library.single, 0),
+      ratio: rounded(ratio, 3),
+      baseline: {
+        fanout: rounded(f.baseline.fanout, 0),
+        singleChannel: rounded(f.baseline.single, 0),
+        ratio: rounded(baselineRatio, 3)
       }
     }
   }
