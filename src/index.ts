@@ -51,6 +51,25 @@ export { ConnectPolicy, PeerConnector, plausiblePeer, RETRY_AFTER_MILLIS } from 
 export type { ConnectorStats } from "./layers/PeerConnector.js"
 export { PacketInbox, INBOX_CAPACITY } from "./layers/PacketInbox.js"
 export type { Handlers } from "./layers/PacketHandlers.js"
+export * from "./schema/tasks.js"
+export {
+  DEFAULT_TASK_TIMEOUT,
+  MAX_PENDING_TASKS,
+  NetworkTaskHandler,
+  TASK_QUEUE_CAPACITY,
+  TASK_WORKERS
+} from "./layers/NetworkTasks.js"
+export type { SubmitOptions, SubmitToError, TaskStats } from "./layers/NetworkTasks.js"
+export { DataStore, sha256Hex } from "./layers/DataStore.js"
+export type { DataStoreLimits } from "./layers/DataStore.js"
+export {
+  BootstrapTaskHook,
+  defaultRemoteTaskTypes,
+  LocalIdentifier,
+  RemoteTaskPolicy,
+  TaskSource
+} from "./layers/TaskPolicy.js"
+export type { IdentifierSource } from "./layers/TaskPolicy.js"
 export { networkLayer, networkLayerWith, networkLayerConfig } from "./layers/Network.js"
 export type { NetworkOverrides } from "./layers/Network.js"
 export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"

@@ -2,7 +2,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Queue, Stream } from "effect"
 import { networkLayerWith } from "../src/layers/Network.js"
 import type { NetworkOverrides } from "../src/layers/Network.js"
-import { PacketDispatcher } from "../src/layers/PacketHandlers.js"
+import { PacketDispatcher, PacketHandlers } from "../src/layers/PacketHandlers.js"
+import { PeerRegistry } from "../src/layers/PeerRegistry.js"
 import { PeerNetwork } from "../src/layers/PeerNetwork.js"
 import { IpAddress, PeerAddress, Port } from "../src/schema/ids.js"
 import type { NodeId } from "../src/schema/ids.js"
@@ -39,6 +40,33 @@ describe("packet handlers", () => {
         assert.isFalse(channel.isClosed())
         assert.strictEqual(yield* (yield* b.channel(a.id)).state, "trusted")
       })
+  )
+
+  it.scoped("a whole PacketHandlers layer, built from the network's own services, replaces every default", () =>
+    Effect.gen(function* () {
+      const ignore = () => Effect.void
+      const BlockOnRequest = Layer.effect(
+        PacketHandlers,
+        Effect.map(PeerRegistry, (registry) =>
+          PacketHandlers.of({
+            Identity: ignore,
+            Disconnect: ignore,
+            PeerGroup: ignore,
+            DataTransmission: ignore,
+            PureMessage: ({ channel, packet }) =>
+              packet.message === "block me" ? registry.blockId(channel.remoteId) : Effect.void
+          })
+        )
+      )
+      const { network: b } = yield* startWith({ handlers: BlockOnRequest })
+      const a = yield* startNode()
+      const channel = yield* a.dial("127.0.0.1", b.port)
+      yield* channel.awaitTrusted
+      yield* channel.send(message(a.id, "block me"))
+      const reason = yield* channel.awaitClosed
+      assert.include(reason.message, "identifier blocked")
+      assert.isTrue(yield* b.registry.isBlockedId(a.id))
+    })
   )
 
   it.scoped("the default PeerGroup handler keeps plausible peers only, never this node itself", () =>

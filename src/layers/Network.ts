@@ -20,6 +20,9 @@ import { ConnectPolicy, PeerConnector } from "./PeerConnector.js"
 import { inboxFor, PacketInbox } from "./PacketInbox.js"
 import { FileTransfer } from "./FileTransfer.js"
 import { NetworkTaskHandler } from "./NetworkTasks.js"
+import { DataStore } from "./DataStore.js"
+import { BootstrapTaskHook, LocalIdentifier, RemoteTaskPolicy } from "./TaskPolicy.js"
+import { packetKinds } from "../schema/packets.js"
 import type { PacketKind } from "../schema/packets.js"
 
 export interface NetworkOverrides {
@@ -30,14 +33,26 @@ export interface NetworkOverrides {
   /** What the RotateBroadcastPort routine calls; LAN discovery provides it. */
   readonly broadcastRotation?: Layer.Layer<BroadcastRotation>
   /**
-   * Packet handlers to replace, by kind (the others keep their defaults); `false` runs no handler at all (received
-   * packets are still published to subscribers, but files and tasks are not taken in).
+   * Packet handlers: replacements by kind (the others keep their defaults), or a whole PacketHandlers layer (which may
+   * use any service of the network), or `false` to run no handler at all (received packets are still published to
+   * subscribers, but files and tasks are not taken in).
    */
-  readonly handlers?: Partial<Handlers> | false
+  readonly handlers?: Partial<Handlers> | Layer.Layer<PacketHandlers, never, HandlerServices> | false
   readonly packetBuffer?: number
   /** Which peers learned from the network may be dialled (default: plausible address and port, never itself). */
   readonly connectPolicy?: Layer.Layer<ConnectPolicy, never, NodeIdentity>
+  /** Which task types peers may ask this node for (default: RemoteTaskPolicy.layer). */
+  readonly taskPolicy?: Layer.Layer<RemoteTaskPolicy>
+  /** Named blobs for the data tasks (default: in memory, DataStore.layer). */
+  readonly dataStore?: Layer.Layer<DataStore>
+  /** Who may set this node's identifier (default: LocalIdentifier.layer, local and remote). */
+  readonly localIdentifier?: Layer.Layer<LocalIdentifier>
+  /** What the bootstrap-only task types do (default: rejected, no bootstrap authority). */
+  readonly bootstrapTasks?: Layer.Layer<BootstrapTaskHook>
 }
+
+/** The services a replacement PacketHandlers layer may use. */
+export type HandlerServices = Exclude<NetworkServices, PacketDispatcher>
 
 /** Every service a network layer provides. */
 export type NetworkServices =
@@ -50,6 +65,8 @@ export type NetworkServices =
   | FileTransfer
   | NetworkTaskHandler
   | PeerConnector
+  | DataStore
+  | LocalIdentifier
 
 /**
  * PeerNetwork, PeerRegistry, DistributionHandler, FileTransfer, NetworkTaskHandler, the packet dispatcher and a
@@ -64,8 +81,13 @@ export const networkLayer = (
   overrides: NetworkOverrides = {}
 ): Layer.Layer<NetworkServices, ListenFailed | KeyFileError, NetworkConfig> => {
   const handlers = overrides.handlers ?? {}
+  const handlersLayer = Layer.isLayer(handlers)
+    ? (handlers as Layer.Layer<PacketHandlers, never, HandlerServices>)
+    : undefined
+  const replaced: ReadonlyArray<PacketKind> =
+    handlers === false ? [] : Layer.isLayer(handlers) ? packetKinds : (Object.keys(handlers) as Array<PacketKind>)
   const core = PeerNetwork.layer.pipe(
-    Layer.provideMerge(handlers === false ? PacketInbox.none : inboxFor(Object.keys(handlers) as Array<PacketKind>)),
+    Layer.provideMerge(handlers === false ? PacketInbox.none : inboxFor(replaced)),
     Layer.provideMerge(
       PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })
     ),
@@ -78,14 +100,25 @@ export const networkLayer = (
       )
     )
   )
-  const services = Layer.mergeAll(FileTransfer.layer, NetworkTaskHandler.layer).pipe(
-    Layer.provideMerge(DistributionHandler.layer)
+  const tasks = NetworkTaskHandler.layer.pipe(
+    Layer.provide(
+      Layer.mergeAll(
+        overrides.taskPolicy ?? RemoteTaskPolicy.layer,
+        overrides.bootstrapTasks ?? BootstrapTaskHook.layer
+      )
+    ),
+    Layer.provideMerge(
+      Layer.mergeAll(overrides.dataStore ?? DataStore.layer, overrides.localIdentifier ?? LocalIdentifier.layer)
+    )
   )
+  const services = Layer.mergeAll(FileTransfer.layer, tasks).pipe(Layer.provideMerge(DistributionHandler.layer))
   return Layer.mergeAll(
     defaultRoutinesLayer,
     handlers === false
       ? PacketDispatcher.idle
-      : PacketDispatcher.layer.pipe(Layer.provide(PacketHandlers.layerWith(handlers)))
+      : PacketDispatcher.layer.pipe(
+          Layer.provide(handlersLayer ?? PacketHandlers.layerWith(handlers as Partial<Handlers>))
+        )
   ).pipe(
     Layer.provideMerge(services),
     Layer.provideMerge(PeerConnector.layer.pipe(Layer.provide(overrides.connectPolicy ?? ConnectPolicy.layer))),

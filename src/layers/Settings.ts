@@ -44,6 +44,17 @@ export const networkSettingsFromEnv = Effect.gen(function* () {
     reconnectRetries: int("P2P_RECONNECT_RETRIES", d.reconnectRetries),
     reconnectDelayMillis: int("P2P_RECONNECT_DELAY_MS", d.reconnectDelayMillis),
     inactivityLimitMillis: int("P2P_INACTIVITY_LIMIT_MS", d.inactivityLimitMillis),
+    fileInbox: str("P2P_FILE_INBOX", d.fileInbox),
+    maxFileBytes: int("P2P_MAX_FILE_BYTES", d.maxFileBytes),
+    fileChunkBytes: Config.integer("P2P_FILE_CHUNK_BYTES").pipe(
+      Config.validate({
+        message: "expected a chunk size from 1024 to 4194304 bytes",
+        validation: (n) => n >= 1024 && n <= 4 * 1024 * 1024
+      }),
+      Config.withDefault(d.fileChunkBytes)
+    ),
+    fileTransfersPerPeer: int("P2P_FILE_TRANSFERS_PER_PEER", d.fileTransfersPerPeer),
+    fileReceiptTimeoutMillis: int("P2P_FILE_RECEIPT_TIMEOUT_MS", d.fileReceiptTimeoutMillis),
     autoConnect: bool("P2P_AUTO_CONNECT", d.autoConnect),
     connectsPerSecond: int("P2P_CONNECTS_PER_SECOND", d.connectsPerSecond),
     connectQueueCapacity: int("P2P_CONNECT_QUEUE_CAPACITY", d.connectQueueCapacity),

@@ -202,3 +202,76 @@ export class OutboxFull extends Schema.TaggedError<OutboxFull>()("OutboxFull", {
     return `outbox to ${this.peer} is full (${this.capacity} packets)`
   }
 }
+
+/** A task sent to a peer got no reply in time (its pending entry is removed). */
+export class TaskTimeout extends Schema.TaggedError<TaskTimeout>()("TaskTimeout", {
+  taskId: Schema.String,
+  taskType: Schema.String,
+  peer: Schema.String,
+  millis: Schema.Number
+}) {
+  override get message() {
+    return `${this.taskType} task ${this.taskId} sent to ${this.peer} got no reply within ${this.millis} ms`
+  }
+}
+
+/** Too many tasks sent to peers are waiting for their replies; this one was not sent. */
+export class TooManyPendingTasks extends Schema.TaggedError<TooManyPendingTasks>()("TooManyPendingTasks", {
+  limit: Schema.Number
+}) {
+  override get message() {
+    return `${this.limit} tasks are already waiting for replies; try again once some have completed`
+  }
+}
+
+/** A Task payload that is not a valid task or reply: garbage bytes, bad JSON, missing or wrongly typed fields. */
+export class MalformedTask extends Schema.TaggedError<MalformedTask>()("MalformedTask", {
+  /** The task's id when it could be read (a rejection reply is then sent). */
+  taskId: Schema.optional(Schema.String),
+  detail: Schema.String
+}) {
+  override get message() {
+    return `malformed task payload: ${this.detail}`
+  }
+}
+
+/** A task whose type this node does not know. */
+export class UnknownTaskType extends Schema.TaggedError<UnknownTaskType>()("UnknownTaskType", {
+  taskId: Schema.String,
+  taskType: Schema.String
+}) {
+  override get message() {
+    return `unknown task type ${JSON.stringify(this.taskType.slice(0, 64))}`
+  }
+}
+
+/** The RemoteTaskPolicy does not let this peer ask for this task type. */
+export class TaskForbidden extends Schema.TaggedError<TaskForbidden>()("TaskForbidden", {
+  taskType: Schema.String,
+  peer: Schema.String
+}) {
+  override get message() {
+    return `peer ${this.peer} may not ask this node for ${this.taskType}`
+  }
+}
+
+/** The LocalIdentifier policy refused an identifier (from this source, or of this form). */
+export class IdentifierRefused extends Schema.TaggedError<IdentifierRefused>()("IdentifierRefused", {
+  identifier: Schema.String,
+  source: Schema.Literal("local", "remote"),
+  reason: Schema.String
+}) {
+  override get message() {
+    return `identifier ${JSON.stringify(this.identifier.slice(0, 64))} (${this.source}) refused: ${this.reason}`
+  }
+}
+
+/** The DataStore cannot take this entry without going over its limits. */
+export class DataStoreFull extends Schema.TaggedError<DataStoreFull>()("DataStoreFull", {
+  name: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `data store cannot take ${JSON.stringify(this.name.slice(0, 64))}: ${this.detail}`
+  }
+}

@@ -125,8 +125,16 @@ export type TaskType = typeof TaskType.Type
 /** The original's integer for each TaskType (index in the list above). */
 export const taskTypeNumber = (t: TaskType): number => TaskType.literals.indexOf(t)
 
-/** A network task (block a peer, send a message, sync data...). Carried inside a DataTransmission of format Task. */
+/** Identifies one network task; its reply carries the same id (1 to 64 characters, chosen by the submitter). */
+export const TaskId = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(64), Schema.brand("TaskId"))
+export type TaskId = typeof TaskId.Type
+
+/**
+ * A network task (block a peer, send a message, sync data...). Carried inside a DataTransmission of format Task
+ * (schema/tasks.ts has the payload codec, the replies and the typed `taskData` of each type).
+ */
 export class NetworkTask extends Schema.TaggedClass<NetworkTask>()("NetworkTask", {
+  id: TaskId,
   taskType: TaskType,
   taskData: Schema.Record({ key: Schema.String, value: Schema.String }),
   ...origin

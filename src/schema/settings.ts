@@ -62,6 +62,18 @@ export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSetti
   reconnectBackoff: Schema.optionalWith(Schema.Literal("fixed", "exponential"), { default: () => "fixed" as const }),
   /** DiscernPeerChannels closes channels that received nothing for this long (original: 60 minutes). */
   inactivityLimitMillis: positive(60 * 60 * 1000),
+  /** Directory received files are stored in (created on first use); partial files live in its `.partial` folder. */
+  fileInbox: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { default: () => "p2p-inbox" }),
+  /** Largest file accepted from a peer. */
+  maxFileBytes: positive(4 * 1024 * 1024 * 1024),
+  /** Bytes of file content per chunk sent (one DataTransmission each). */
+  fileChunkBytes: Schema.optionalWith(Schema.Int.pipe(Schema.between(1024, 4 * 1024 * 1024)), {
+    default: () => 64 * 1024
+  }),
+  /** Incoming file transfers one peer may have open at once. */
+  fileTransfersPerPeer: positive(4),
+  /** How long a sender waits for the receiver's receipt after the last chunk. */
+  fileReceiptTimeoutMillis: positive(60_000),
   /** Dial peers learned from PeerGroup packets (and, later, discovery and bootstrap peer lists). */
   autoConnect: Schema.optionalWith(Schema.Boolean, { default: () => true }),
   /** Dials the connector starts per second at most (the original dialled every listed peer at once). */
