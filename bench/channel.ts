@@ -3,9 +3,10 @@
  * each figure beside a plain node:net baseline measured in the same run (bench/baseline.ts): 100-byte PureMessages
  * per second, 64 KiB DataTransmission MB/s and handshake latency. Prints a table, notes, and one JSON line.
  *
- * Also the fan-out of bench/broadcast.ts (one node to 20 peers in other processes).
+ * Also the fan-out of bench/broadcast.ts (one node to 20 peers in other processes) and the 256 MiB file transfer of
+ * bench/files.ts.
  *
- * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake,broadcast picks metrics; BENCH_SECONDS (default 1) is the length of one
+ * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake,broadcast,file picks metrics; BENCH_SECONDS (default 1) is the length of one
  * timed run; BENCH_ROUNDS (default 5) the timed runs per side, of which the median is reported.
  */
 import { Cause, Console, Context, DateTime, Effect, Layer, Logger, LogLevel } from "effect"
@@ -14,6 +15,8 @@ import { networkLayerWith } from "../src/layers/Network.js"
 import { PeerNetwork } from "../src/layers/PeerNetwork.js"
 import { DistributionHandler } from "../src/layers/Distribution.js"
 import { fanout, FANOUT } from "./broadcast.js"
+import { FileTransfer } from "../src/layers/FileTransfer.js"
+import { FILE_BYTES, fileBench } from "./files.js"
 import { DataTransmission, PureMessage } from "../src/schema/packets.js"
 import { NetworkSettings } from "../src/schema/settings.js"
 import { connect, sendBulk, sendSmall } from "./baseline.js"
@@ -22,7 +25,7 @@ import type { Options, Sender, Side } from "./measure.js"
 import { BenchFailed, spawnReceiver } from "./receiver.js"
 import { BULK_BYTES, SMALL_TEXT } from "./shared.js"
 
-const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake,broadcast").split(",")
+const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake,broadcast,file").split(",")
 const options: Options = {
   seconds: Number(process.env["BENCH_SECONDS"] ?? "1"),
   rounds: Number(process.env["BENCH_ROUNDS"] ?? "5")
@@ -116,6 +119,7 @@ const main = Effect.gen(function* () {
   const context = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, listen: false }))
   const node = Context.get(context, PeerNetwork)
   const distribution = Context.get(context, DistributionHandler)
+  const files = Context.get(context, FileTransfer)
   const defaults = NetworkSettings.make({})
   const rows: Array<Row> = []
   const notes: Array<string> = []
@@ -223,6 +227,31 @@ const main = Effect.gen(function* () {
         trusted: rounded(h.library.trusted, 3),
         echoed: rounded(h.library.echoed, 3)
       }
+    }
+  }
+
+  if (only.includes("file")) {
+    const f = yield* fileBench(receiver, node, files, options)
+    const ratio = f.library / f.baseline
+    rows.push({
+      metric: "256 MiB file, sendFile to receipt (MB/s)",
+      library: f.library.toFixed(0),
+      baseline: f.baseline.toFixed(0),
+      ratio: ratio.toFixed(2),
+      target: "-",
+      pass: "-"
+    })
+    notes.push(
+      `file: ${FILE_BYTES / 2 ** 20} MiB of random bytes read from disk, sent in chunks, written to the receiver's ` +
+        `inbox directory and SHA-256 verified before the receipt; baseline: the same bytes as plain 64 KiB frames ` +
+        `on node:net, counted at the receiver (nothing written to disk); medians of ${Math.min(options.rounds, 3)} runs`
+    )
+    json["file"] = {
+      unit: "MB/s",
+      bytes: FILE_BYTES,
+      library: rounded(f.library, 1),
+      baseline: rounded(f.baseline, 1),
+      ratio: rounded(ratio, 3)
     }
   }
 

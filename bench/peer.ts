@@ -5,7 +5,11 @@
  * It exits when told to, when its parent goes away, or after ten minutes at most.
  */
 import { Context, DateTime, Effect, Layer, Logger, LogLevel, Queue, Stream } from "effect"
+import * as fs from "node:fs/promises"
 import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
+import { FileTransfer } from "../src/layers/FileTransfer.js"
 import type { PeerChannel } from "../src/actors/PeerChannel.js"
 import { networkLayerWith } from "../src/layers/Network.js"
 import { PeerNetwork } from "../src/layers/PeerNetwork.js"
@@ -77,8 +81,17 @@ const main = Effect.gen(function* () {
   process.on("disconnect", () => process.exit(0))
   const tally = makeTally()
 
-  const node = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0 })).pipe(
-    Effect.map(Context.get(PeerNetwork))
+  // received files (the file benchmark) land in a temporary inbox, removed once verified and at exit
+  const inbox = yield* Effect.acquireRelease(
+    Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "p2p-bench-inbox-"))),
+    (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
+  )
+  const context = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, fileInbox: inbox }))
+  const node = Context.get(context, PeerNetwork)
+  const files = Context.get(context, FileTransfer)
+  yield* files.received.pipe(
+    Stream.runForEach((file) => Effect.promise(() => fs.rm(file.path, { force: true }))),
+    Effect.forkScoped
   )
   const packets = yield* node.registry.subscribePackets
   // one consumer for every library packet: counts them, and answers the handshake probe
