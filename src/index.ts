@@ -51,6 +51,11 @@ export { ConnectPolicy, PeerConnector, plausiblePeer, RETRY_AFTER_MILLIS } from 
 export type { ConnectorStats } from "./layers/PeerConnector.js"
 export { PacketInbox, INBOX_CAPACITY } from "./layers/PacketInbox.js"
 export type { Handlers } from "./layers/PacketHandlers.js"
+export * from "./schema/files.js"
+export { FileTransfer } from "./layers/FileTransfer.js"
+export type { BroadcastFileResult, OutgoingTransfer, SendFileOptions } from "./layers/FileTransfer.js"
+export { FileStore, makeDirectoryStore, makeMemoryStore } from "./layers/FileStore.js"
+export type { PartialFile, StoredFile } from "./layers/FileStore.js"
 export * from "./schema/tasks.js"
 export {
   DEFAULT_TASK_TIMEOUT,

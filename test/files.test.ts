@@ -5,7 +5,7 @@
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Either, Layer, Option, Queue, Stream } from "effect"
+import { Chunk, Effect, Either, Layer, Option, Queue, Stream } from "effect"
 import * as fc from "fast-check"
 import * as path from "node:path"
 import { FileStore, makeDirectoryStore } from "../src/layers/FileStore.js"
@@ -49,10 +49,14 @@ const eventQueue = (files: FileTransfer["Type"]) =>
     return queue
   })
 
-/** The next event matching `f`, skipping the others; a guard timeout turns a hang into a failure. */
+/** A guard on a wait: a hang becomes a failure. */
+const within = <A, E>(wait: Effect.Effect<A, E>): Effect.Effect<A> =>
+  wait.pipe(Effect.timeout("20 seconds"), Effect.orDie)
+
+/** The next event matching `f`, skipping the others. */
 const nextEvent = <A extends FileEvent>(queue: Queue.Queue<FileEvent>, f: (e: FileEvent) => e is A) => {
   const loop: Effect.Effect<A> = Effect.flatMap(Queue.take(queue), (e) => (f(e) ? Effect.succeed(e) : loop))
-  return loop.pipe(Effect.timeout("20 seconds"), Effect.orDie)
+  return within(loop)
 }
 const isReceived = (e: FileEvent): e is FileReceived => e._tag === "FileReceived"
 const isFailed = (e: FileEvent): e is TransferFailed => e._tag === "TransferFailed"
@@ -99,7 +103,7 @@ describe("FileTransfer", () => {
         const sender = yield* spawnFileSender(b.network.port, file, { P2P_FILE_INBOX: path.join(dir, "child-inbox") })
         const received = yield* nextEvent(events, isReceived)
         const finished = Date.now()
-        const { first, peak, samples } = yield* sampler.await.pipe(Effect.flatten)
+        const { first, peak, samples } = yield* within(Effect.flatten(sampler.await))
         const millis = finished - first
         yield* Effect.logInfo(
           `64 MiB in ${millis} ms (${(size / MiB / (millis / 1000)).toFixed(0)} MiB/s), ` +
@@ -109,7 +113,7 @@ describe("FileTransfer", () => {
         assert.strictEqual(received.size, size)
         assert.strictEqual(received.path, path.join(inbox, "random.bin"))
         assert.strictEqual(yield* sha256Of(received.path), sha256)
-        assert.strictEqual((yield* nextLineOf(sender, "sent")).sha256, sha256)
+        assert.strictEqual((yield* within(nextLineOf(sender, "sent"))).sha256, sha256)
         assert.strictEqual(samples, 8)
         assert.isBelow(peak, 32 * MiB, "retained memory growth during the transfer")
         assert.deepStrictEqual(yield* listDir(path.join(inbox, ".partial")), [])
@@ -127,12 +131,13 @@ describe("FileTransfer", () => {
       const { a, b, inbox } = yield* pair(dir, Layer.succeedContext(memory))
       const receiving = yield* b.files.subscribe
       const upload = yield* a.files.startFile(b.network.id, file, { name: "renamed.txt" })
-      const sending = yield* upload.progress.pipe(Stream.runCollect)
-      const sent = yield* upload.result
+      const sending = yield* within(Stream.runCollect(upload.progress))
+      const sent = yield* within(upload.result)
       const received = yield* receiving.pipe(
         Stream.filter((e) => e.transfer === upload.transfer),
         Stream.takeUntil(isReceived),
-        Stream.runCollect
+        Stream.runCollect,
+        within
       )
       const receivedProgress = [...received].filter((e): e is TransferProgress => e._tag === "TransferProgress")
       for (const side of [[...sending], receivedProgress]) {
@@ -177,7 +182,7 @@ describe("FileTransfer", () => {
         const childEnv = { P2P_FILE_INBOX: path.join(dir, "child-inbox") }
 
         const first = yield* spawnFileSender(b.network.port, file, childEnv)
-        yield* gated.held
+        yield* within(gated.held)
         const some = yield* nextEvent(
           events,
           (e): e is TransferProgress => e._tag === "TransferProgress" && e.bytes > 0
@@ -195,7 +200,7 @@ describe("FileTransfer", () => {
         const received = yield* nextEvent(events, isReceived)
         assert.strictEqual(received.sha256, sha256)
         assert.strictEqual(yield* sha256Of(path.join(inbox, "movie.bin")), sha256)
-        assert.strictEqual((yield* nextLineOf(second, "sent")).sha256, sha256)
+        assert.strictEqual((yield* within(nextLineOf(second, "sent"))).sha256, sha256)
         assert.deepStrictEqual(yield* listDir(inbox), [".partial", "movie.bin"])
         assert.deepStrictEqual(yield* listDir(path.join(inbox, ".partial")), [])
       }),
@@ -220,6 +225,41 @@ describe("FileTransfer", () => {
       assert.strictEqual(yield* sha256Of(path.join(inbox, "data.bin")), sha256)
       assert.deepStrictEqual(yield* listDir(path.join(inbox, ".partial")), [])
     })
+  )
+
+  it.scopedLive(
+    "a transfer dropped with its closed channel is refused, once, when the sender goes on over a new one",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const { a, b, channel } = yield* pair(dir)
+        const events = yield* eventQueue(b.files)
+        const transfer = TransferId.make("ef".repeat(16))
+        const raw = (m: FileMessage) => a.distribution.sendTo(b.network.id, encodeFileMessage(m), { format: "File" })
+        yield* raw(FileStart.make({ transfer, name: "cut.bin", size: 100 }))
+        yield* raw(new FileChunk({ transfer, offset: 0, bytes: new Uint8Array(10) }))
+        yield* nextEvent(events, (e): e is TransferProgress => e._tag === "TransferProgress" && e.bytes === 10)
+        yield* channel.close("going away")
+        const failed = yield* nextEvent(events, isFailed)
+        assert.strictEqual(failed.error._tag, "ChannelClosed")
+        assert.deepStrictEqual(yield* b.files.store.partials, [])
+        const again = yield* a.network.dial("127.0.0.1", b.network.port).pipe(Effect.orDie)
+        yield* again.awaitTrusted.pipe(Effect.orDie)
+        const replies = yield* a.distribution.subscribe("DataTransmission")
+        yield* raw(new FileChunk({ transfer, offset: 10, bytes: new Uint8Array(10) }))
+        yield* raw(new FileChunk({ transfer, offset: 20, bytes: new Uint8Array(10) }))
+        // a refused start after them, as an end marker: its rejection comes back after anything the chunks caused
+        yield* raw(FileStart.make({ transfer: TransferId.make("0".repeat(32)), name: "../marker", size: 1 }))
+        const rejects = yield* replies.pipe(
+          Stream.map((r) => decodeFileMessage(r.packet.data)),
+          Stream.map((r) => (Either.isRight(r) && r.right._tag === "FileReject" ? r.right.error : "?")),
+          Stream.takeUntil((error) => error === "UnsafeFileName"),
+          Stream.runCollect,
+          within
+        )
+        assert.deepStrictEqual([...rejects], ["ChannelClosed", "UnsafeFileName"])
+        assert.strictEqual(yield* b.dispatcher.failures, 1, "late chunks are not failures, the bad name is")
+      })
   )
 
   describe("hostile file messages are refused with a typed error; the channel keeps working", () => {
@@ -302,7 +342,8 @@ describe("FileTransfer", () => {
           const reply = yield* replies.pipe(
             Stream.map((r) => decodeFileMessage(r.packet.data)),
             Stream.runHead,
-            Effect.map(Option.getOrThrow)
+            Effect.map(Option.getOrThrow),
+            within
           )
           assert.isTrue(Either.isRight(reply) && reply.right._tag === "FileReject" && reply.right.error === c.error)
           assert.strictEqual(yield* b.dispatcher.failures, 1, "the dispatcher saw the typed failure")
@@ -317,7 +358,8 @@ describe("FileTransfer", () => {
           const text = yield* packets.pipe(
             Stream.filterMap((r) => (r.packet._tag === "PureMessage" ? Option.some(r.packet.message) : Option.none())),
             Stream.runHead,
-            Effect.map(Option.getOrThrow)
+            Effect.map(Option.getOrThrow),
+            within
           )
           assert.strictEqual(text, "still there?")
           assert.isTrue(channel.isTrusted())
@@ -345,7 +387,7 @@ describe("FileTransfer", () => {
     )
   })
 
-  it.scopedLive("sending fails with typed errors: unknown peer, missing file, unsafe name", () =>
+  it.scopedLive("sending fails with typed errors: unknown peer, missing file, unsafe name; an empty file is sent", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const { a, b } = yield* pair(dir)
@@ -357,6 +399,18 @@ describe("FileTransfer", () => {
       assert.strictEqual(unsafe._tag, "UnsafeFileName")
       const directory = yield* Effect.flip(a.files.sendFile(b.network.id, dir))
       assert.strictEqual(directory._tag, "FileReadFailed")
+      const nowhere = yield* a.files.startFile("f".repeat(40) as NodeId, path.join(dir, "x"))
+      assert.strictEqual(
+        Chunk.size(yield* within(Stream.runCollect(nowhere.progress))),
+        0,
+        "the progress of a failure ends"
+      )
+      assert.strictEqual((yield* Effect.flip(nowhere.result))._tag, "PeerNotFound")
+      // an empty file is a file too
+      const empty = path.join(dir, "empty.txt")
+      yield* writeRandomFile(empty, 0)
+      assert.strictEqual((yield* a.files.sendFile(b.network.id, empty)).size, 0)
+      assert.strictEqual(yield* sha256Of(path.join(dir, "inbox", "empty.txt")), yield* sha256Of(empty))
     })
   )
 

@@ -2,9 +2,10 @@
  * FileTransfer: sends files to peers as streamed transfers and receives them into the FileStore (unlike the original,
  * which dropped every inbound file, B23). A transfer is FileStart, FileChunks in order, FileEnd with the SHA-256,
  * inside DataTransmission packets of format File (schema/files.ts); the receiver answers FileAck or FileReject.
- * Memory stays bounded on both sides: the sender reads the file chunk by chunk and waits for each chunk to reach the
- * socket; the receiver writes each chunk as it comes, and a slow disk back-pressures the channel. The receiver keeps
- * a transfer in a partial file, removed when the transfer fails or its channel closes, renamed once verified.
+ * Memory stays bounded on both sides: the sender reads the file a block (about 1 MiB) ahead and waits for the socket
+ * every 1 MiB sent; the receiver hands each chunk to the FileStore as it comes, so a slow disk back-pressures the
+ * channel. The receiver keeps a transfer in a partial file, removed when the transfer fails or the channel it comes
+ * on closes (not while an outbound channel is reconnecting), and named only once its hash is verified.
  */
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
@@ -133,6 +134,13 @@ const SEND_WINDOW_BYTES = 1024 * 1024
 /** Recently finished or failed transfers: their late chunks are ignored quietly rather than refused one by one. */
 const FORGOTTEN_CAPACITY = 1024
 
+/** What is left of a transfer that ended: why, and the channel its sender was told on. */
+interface Forgotten {
+  readonly error: string
+  readonly reason: string
+  told: PeerChannel | undefined
+}
+
 interface Incoming {
   readonly key: string
   readonly transfer: TransferId
@@ -169,13 +177,13 @@ const make = Effect.gen(function* () {
   // incoming transfers change on the dispatcher fiber and on channel close: one at a time
   const lock = yield* Effect.makeSemaphore(1)
   const incoming = new Map<string, Incoming>()
-  const forgotten = new Set<string>()
+  const forgotten = new Map<string, Forgotten>()
   const outgoing = new Map<string, Deferred.Deferred<FileAck, TransferRejected>>()
 
-  const forget = (key: string) => {
+  const forget = (key: string, error: { readonly _tag: string; readonly message: string }, told?: PeerChannel) => {
     forgotten.delete(key)
-    forgotten.add(key)
-    if (forgotten.size > FORGOTTEN_CAPACITY) forgotten.delete(forgotten.values().next().value!)
+    forgotten.set(key, { error: error._tag, reason: error.message.slice(0, 1024), told })
+    if (forgotten.size > FORGOTTEN_CAPACITY) forgotten.delete(forgotten.keys().next().value!)
   }
 
   const packetOf = (data: Uint8Array) =>
@@ -197,10 +205,10 @@ const make = Effect.gen(function* () {
   // Receiving
 
   /** Ends an incoming transfer: partial removed, later chunks ignored, TransferFailed published. */
-  const drop = (t: Incoming, error: TransferFailed["error"]) =>
+  const drop = (t: Incoming, error: TransferFailed["error"], told: PeerChannel | undefined) =>
     Effect.gen(function* () {
       incoming.delete(t.key)
-      forget(t.key)
+      forget(t.key, error, told)
       yield* t.partial.discard
       yield* publish(
         TransferFailed.make({ transfer: t.transfer, peer: t.peer, direction: "receive", name: t.name, error })
@@ -212,9 +220,9 @@ const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const key = keyOf(channel.remoteId, transfer)
       const t = incoming.get(key)
-      if (t !== undefined) yield* drop(t, error)
+      if (t !== undefined) yield* drop(t, error, channel)
       else {
-        forget(key)
+        forget(key, error, channel)
         yield* publish(
           TransferFailed.make({
             transfer,
@@ -229,7 +237,10 @@ const make = Effect.gen(function* () {
       return yield* Effect.fail(error)
     })
 
-  /** The open transfer a chunk or end belongs to; undefined (ignore) for one that recently ended. */
+  /**
+   * The open transfer a chunk or end belongs to; undefined (ignore it) for one that recently ended. The sender of a
+   * transfer that ended without it knowing (its channel closed, and it goes on over a new one) is told once.
+   */
   const openTransfer = (channel: PeerChannel, transfer: TransferId) => {
     const key = keyOf(channel.remoteId, transfer)
     const t = incoming.get(key)
@@ -237,9 +248,11 @@ const make = Effect.gen(function* () {
       t.channel = channel
       return Effect.succeed(t)
     }
-    return forgotten.has(key)
-      ? Effect.succeed(undefined)
-      : refuse(channel, transfer, "", new UnknownTransfer({ transfer }))
+    const ended = forgotten.get(key)
+    if (ended === undefined) return refuse(channel, transfer, "", new UnknownTransfer({ transfer }))
+    if (ended.told === channel) return Effect.succeed(undefined)
+    ended.told = channel
+    return Effect.as(reply(channel, FileReject.make({ transfer, error: ended.error, reason: ended.reason })), undefined)
   }
 
   const onStart = (channel: PeerChannel, m: FileStart) =>
@@ -344,7 +357,7 @@ const make = Effect.gen(function* () {
         .commit(t.name)
         .pipe(Effect.catchAll((e) => refuse(channel, t.transfer, t.name, e)))
       incoming.delete(t.key)
-      forget(t.key)
+      forget(t.key, { _tag: "AlreadyReceived", message: `transfer ${t.transfer} was received` }, channel)
       yield* Effect.logInfo(`received file ${t.name} (${t.size} bytes) as ${stored}`)
       yield* publish(
         FileReceived.make({
@@ -362,7 +375,9 @@ const make = Effect.gen(function* () {
   const onCancel = (channel: PeerChannel, m: FileCancel) =>
     Effect.suspend(() => {
       const t = incoming.get(keyOf(channel.remoteId, m.transfer))
-      return t === undefined ? Effect.void : drop(t, new TransferCancelled({ transfer: t.transfer, reason: m.reason }))
+      return t === undefined
+        ? Effect.void
+        : drop(t, new TransferCancelled({ transfer: t.transfer, reason: m.reason }), channel)
     })
 
   /** The sender's side of a receipt: completes the waiting sendFile. Unknown transfers are ignored. */
@@ -402,7 +417,7 @@ const make = Effect.gen(function* () {
     lock.withPermits(1)(
       Effect.forEach(
         [...incoming.values()].filter((t) => t.channel === channel),
-        (t) => drop(t, new ChannelClosed({ peer: channel.label, reason: reason?.message ?? "closed" })),
+        (t) => drop(t, new ChannelClosed({ peer: channel.label, reason: reason?.message ?? "closed" }), undefined),
         { discard: true }
       )
     )
