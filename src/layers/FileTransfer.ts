@@ -45,11 +45,11 @@ import {
   TransferRejected,
   UnknownTransfer
 } from "../schema/files.js"
-import type { FileEvent, FileMessage, IncomingFileError, SendFileError, TransferDirection } from "../schema/files.js"
+import type { FileEvent, IncomingFileError, SendFileError, TransferDirection } from "../schema/files.js"
 import type { NodeId } from "../schema/ids.js"
 import { DataTransmission } from "../schema/packets.js"
 import type { Received } from "./Distribution.js"
-import { FileStore, makeDirectoryStore } from "./FileStore.js"
+import { FileStore } from "./FileStore.js"
 import type { PartialFile } from "./FileStore.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PeerRegistry } from "./PeerRegistry.js"
@@ -118,9 +118,8 @@ export class FileTransfer extends Context.Tag("effect-p2pnet/FileTransfer")<
   }
 >() {
   /**
-   * Needs PeerRegistry, NodeIdentity and NetworkConfig (networkLayer provides them). Stores into the FileStore in the
-   * context when there is one (e.g. `networkLayer().pipe(Layer.provide(FileStore.layerMemory))`), otherwise into the
-   * directory NetworkSettings.fileInbox.
+   * Needs PeerRegistry, NodeIdentity, NetworkConfig and a FileStore (networkLayer provides them: the store is
+   * `FileStore.layer`, the directory NetworkSettings.fileInbox, unless `networkLayer({ fileStore })` gives another).
    */
   static readonly layer = Layer.scoped(
     this,
@@ -166,12 +165,7 @@ const make = Effect.gen(function* () {
   const registry = yield* PeerRegistry
   const keys = yield* NodeIdentity
   const fs = yield* FileSystem.FileSystem
-  const store = yield* Effect.serviceOption(FileStore).pipe(
-    Effect.flatMap(
-      Option.match({ onNone: () => makeDirectoryStore(settings.fileInbox), onSome: (s) => Effect.succeed(s) })
-    ),
-    Effect.provideService(FileSystem.FileSystem, fs)
-  )
+  const store = yield* FileStore
   const events = yield* Effect.acquireRelease(PubSub.unbounded<FileEvent>(), PubSub.shutdown)
   const publish = (e: FileEvent) => Effect.asVoid(PubSub.publish(events, e))
   // incoming transfers change on the dispatcher fiber and on channel close: one at a time

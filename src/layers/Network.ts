@@ -19,6 +19,7 @@ import { PacketDispatcher, PacketHandlers } from "./PacketHandlers.js"
 import { ConnectPolicy, PeerConnector } from "./PeerConnector.js"
 import { inboxFor, PacketInbox } from "./PacketInbox.js"
 import { FileTransfer } from "./FileTransfer.js"
+import { FileStore } from "./FileStore.js"
 import { NetworkTaskHandler } from "./NetworkTasks.js"
 import { DataStore } from "./DataStore.js"
 import { BootstrapTaskHook, LocalIdentifier, RemoteTaskPolicy } from "./TaskPolicy.js"
@@ -39,6 +40,8 @@ export interface NetworkOverrides {
    */
   readonly handlers?: Partial<Handlers> | Layer.Layer<PacketHandlers, never, HandlerServices> | false
   readonly packetBuffer?: number
+  /** Where received files are stored (default: the directory NetworkSettings.fileInbox on disk). */
+  readonly fileStore?: Layer.Layer<FileStore, never, NetworkConfig>
   /** Which peers learned from the network may be dialled (default: plausible address and port, never itself). */
   readonly connectPolicy?: Layer.Layer<ConnectPolicy, never, NodeIdentity>
   /** Which task types peers may ask this node for (default: RemoteTaskPolicy.layer). */
@@ -111,7 +114,8 @@ export const networkLayer = (
       Layer.mergeAll(overrides.dataStore ?? DataStore.layer, overrides.localIdentifier ?? LocalIdentifier.layer)
     )
   )
-  const services = Layer.mergeAll(FileTransfer.layer, tasks).pipe(Layer.provideMerge(DistributionHandler.layer))
+  const files = FileTransfer.layer.pipe(Layer.provide(overrides.fileStore ?? FileStore.layer))
+  const services = Layer.mergeAll(files, tasks).pipe(Layer.provideMerge(DistributionHandler.layer))
   return Layer.mergeAll(
     defaultRoutinesLayer,
     handlers === false

@@ -81,6 +81,16 @@ const makeDefaults = Effect.gen(function* () {
   })
 })
 
+/** A typed failure by its message (an expected refusal, e.g. a hostile file name); a defect with its stack. */
+const describe = (cause: Cause.Cause<unknown>): string => {
+  const failure = Cause.failureOption(cause)
+  if (failure._tag === "None") return Cause.pretty(cause)
+  const error = failure.value
+  return typeof error === "object" && error !== null && "message" in error && typeof error.message === "string"
+    ? `${"_tag" in error ? `${String(error._tag)}: ` : ""}${error.message}`
+    : String(error)
+}
+
 const makeDispatcher = Effect.gen(function* () {
   const handlers = yield* PacketHandlers
   const inbox = yield* PacketInbox
@@ -91,7 +101,7 @@ const makeDispatcher = Effect.gen(function* () {
         Cause.isInterruptedOnly(cause)
           ? Effect.failCause(cause)
           : Ref.update(failures, (n) => n + 1).pipe(
-              Effect.zipRight(Effect.logWarning(`${received.packet._tag} handler failed: ${Cause.pretty(cause)}`)),
+              Effect.zipRight(Effect.logWarning(`${received.packet._tag} handler failed: ${describe(cause)}`)),
               Effect.annotateLogs({ peer: received.channel.remoteId, address: received.channel.label })
             )
       )

@@ -36,7 +36,11 @@ export class PacketInbox extends Context.Tag("effect-p2pnet/PacketInbox")<
   static readonly none = Layer.succeed(this, this.of({ route: () => Effect.void, take: Effect.never }))
 }
 
-/** Packets the PacketInbox holds before channels wait (64 file chunks of 256 KiB at most: 16 MiB). */
+/**
+ * Packets the PacketInbox holds before channels wait. With 64 KiB file chunks a receiver holds about 26 MiB at most:
+ * twice this queue (the batch the dispatcher works on, and the queue refilled meanwhile) plus twice a channel's
+ * inboxMaxBytes (the same for the channel's own inbox).
+ */
 export const INBOX_CAPACITY = 64
 
 /**

@@ -64,8 +64,11 @@ export const startFileNode = (
   settings: Partial<ConstructorParameters<typeof NetworkSettings>[0]> = {},
   options: { readonly store?: Layer.Layer<FileStore>; readonly overrides?: NetworkOverrides } = {}
 ) => {
-  const network = networkLayerWith({ ...fastSettings, ...settings }, options.overrides ?? {})
-  return Layer.build(options.store === undefined ? network : network.pipe(Layer.provide(options.store))).pipe(
+  const network = networkLayerWith(
+    { ...fastSettings, ...settings },
+    options.store === undefined ? (options.overrides ?? {}) : { ...options.overrides, fileStore: options.store }
+  )
+  return Layer.build(network).pipe(
     Effect.map((ctx) => ({
       network: Context.get(ctx, PeerNetwork),
       files: Context.get(ctx, FileTransfer),
