@@ -23,11 +23,11 @@ import {
 import type { FileEvent, FileReceived, TransferFailed, TransferProgress } from "../src/schema/files.js"
 import type { NodeId } from "../src/schema/ids.js"
 import { retainedBytes } from "./support/memory.js"
+import { nextLine } from "./support/child.js"
 import { message } from "./support/nodes.js"
 import {
   gatedStore,
   listDir,
-  nextLineOf,
   sha256Of,
   spawnFileSender,
   startFileNode,
@@ -113,7 +113,7 @@ describe("FileTransfer", () => {
         assert.strictEqual(received.size, size)
         assert.strictEqual(received.path, path.join(inbox, "random.bin"))
         assert.strictEqual(yield* sha256Of(received.path), sha256)
-        assert.strictEqual((yield* within(nextLineOf(sender, "sent"))).sha256, sha256)
+        assert.strictEqual((yield* within(nextLine(sender, "sent"))).sha256, sha256)
         assert.strictEqual(samples, 8)
         assert.isBelow(peak, 32 * MiB, "retained memory growth during the transfer")
         assert.deepStrictEqual(yield* listDir(path.join(inbox, ".partial")), [])
@@ -200,7 +200,7 @@ describe("FileTransfer", () => {
         const received = yield* nextEvent(events, isReceived)
         assert.strictEqual(received.sha256, sha256)
         assert.strictEqual(yield* sha256Of(path.join(inbox, "movie.bin")), sha256)
-        assert.strictEqual((yield* within(nextLineOf(second, "sent"))).sha256, sha256)
+        assert.strictEqual((yield* within(nextLine(second, "sent"))).sha256, sha256)
         assert.deepStrictEqual(yield* listDir(inbox), [".partial", "movie.bin"])
         assert.deepStrictEqual(yield* listDir(path.join(inbox, ".partial")), [])
       }),

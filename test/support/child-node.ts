@@ -3,11 +3,9 @@
  * stdout: {"ready":{id,port}}, {"received":{tag,from,text?}}. It echoes every packet except Disconnect back to its
  * sender with its own origin, so the parent sees each kind travel both ways.
  */
-import { DateTime, Effect, Layer, Logger, LogLevel, Stream } from "effect"
-import { networkLayerConfig } from "../../src/layers/Network.js"
+import { DateTime, Effect, Stream } from "effect"
 import { PeerNetwork } from "../../src/layers/PeerNetwork.js"
-
-const say = (o: unknown) => Effect.sync(() => process.stdout.write(JSON.stringify(o) + "\n"))
+import { runChild, say, untilStdinEnds } from "./child-main.js"
 
 const program = Effect.gen(function* () {
   const network = yield* PeerNetwork
@@ -32,22 +30,7 @@ const program = Effect.gen(function* () {
   )
   yield* say({ ready: { id: network.id, port: network.port } })
   // exit when the parent goes away
-  yield* Effect.async<void>((resume) => {
-    process.stdin.on("end", () => resume(Effect.void))
-    process.stdin.on("close", () => resume(Effect.void))
-    process.stdin.resume()
-  })
+  yield* untilStdinEnds
 })
 
-Effect.runPromise(
-  Effect.scoped(program).pipe(
-    Effect.provide(networkLayerConfig().pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)))),
-    Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
-  )
-).then(
-  () => process.exit(0),
-  (e) => {
-    process.stderr.write(String(e) + "\n")
-    process.exit(1)
-  }
-)
+runChild(program)

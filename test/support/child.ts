@@ -1,4 +1,4 @@
-/** Runs test/support/child-node.ts in a child process, scoped: closing the scope kills it. */
+/** Child processes for tests: test/support scripts run with tsx, scoped, talking JSON lines on stdout. */
 import { Effect, Queue } from "effect"
 import * as cp from "node:child_process"
 import * as path from "node:path"
@@ -10,9 +10,13 @@ export interface ChildNode {
   readonly exited: Effect.Effect<number | null>
 }
 
-const entry = path.resolve(import.meta.dirname, "child-node.ts")
+const nodeEntry = path.resolve(import.meta.dirname, "child-node.ts")
 
-export const spawnChildNode = (env: Record<string, string>) =>
+/** Runs test/support/child-node.ts with these P2P_* variables (on 127.0.0.1, warnings only unless given). */
+export const spawnChildNode = (env: Record<string, string>) => spawnScript(nodeEntry, env)
+
+/** Runs a script of test/support in a child process, scoped: closing the scope kills it. Reads its JSON lines. */
+export const spawnScript = (entry: string, env: Record<string, string>) =>
   Effect.gen(function* () {
     const lines = yield* Queue.unbounded<Record<string, any>>()
     const child = yield* Effect.acquireRelease(

@@ -3,12 +3,10 @@
  * is the port to dial on 127.0.0.1 and FILE_PATH the file. It prints JSON lines on stdout: {"ready":{id}},
  * {"progress":bytes} for each chunk sent, then {"sent":{sha256}} or {"failed":message}; it stays up until stdin ends.
  */
-import { Effect, Layer, Logger, LogLevel, Stream } from "effect"
+import { Effect, Stream } from "effect"
 import { FileTransfer } from "../../src/layers/FileTransfer.js"
-import { networkLayerConfig } from "../../src/layers/Network.js"
 import { PeerNetwork } from "../../src/layers/PeerNetwork.js"
-
-const say = (o: unknown) => Effect.sync(() => process.stdout.write(JSON.stringify(o) + "\n"))
+import { runChild, say, untilStdinEnds } from "./child-main.js"
 
 const program = Effect.gen(function* () {
   const network = yield* PeerNetwork
@@ -24,22 +22,7 @@ const program = Effect.gen(function* () {
       onSuccess: (sent) => say({ sent: { sha256: sent.sha256 } })
     })
   )
-  yield* Effect.async<void>((resume) => {
-    process.stdin.on("end", () => resume(Effect.void))
-    process.stdin.on("close", () => resume(Effect.void))
-    process.stdin.resume()
-  })
+  yield* untilStdinEnds
 })
 
-Effect.runPromise(
-  Effect.scoped(program).pipe(
-    Effect.provide(networkLayerConfig().pipe(Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)))),
-    Effect.provide(Logger.minimumLogLevel(LogLevel.Warning))
-  )
-).then(
-  () => process.exit(0),
-  (e) => {
-    process.stderr.write(String(e) + "\n")
-    process.exit(1)
-  }
-)
+runChild(program)

@@ -1,12 +1,10 @@
 /** Test fixtures for file transfer: temporary directories, random files, nodes with a chosen FileStore, a child sender. */
-import { Context, Deferred, Effect, Layer, Queue } from "effect"
+import { Context, Deferred, Effect, Layer } from "effect"
 import type { Scope } from "effect"
-import * as cp from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fsp from "node:fs/promises"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as readline from "node:readline"
 import { DistributionHandler } from "../../src/layers/Distribution.js"
 import { FileStore } from "../../src/layers/FileStore.js"
 import type { PartialFile } from "../../src/layers/FileStore.js"
@@ -16,6 +14,7 @@ import { networkLayerWith } from "../../src/layers/Network.js"
 import { PacketDispatcher } from "../../src/layers/PacketHandlers.js"
 import { PeerNetwork } from "../../src/layers/PeerNetwork.js"
 import type { NetworkSettings } from "../../src/schema/settings.js"
+import { spawnScript } from "./child.js"
 import { fastSettings } from "./nodes.js"
 
 /** A fresh temporary directory, removed with everything in it when the scope closes. */
@@ -104,48 +103,8 @@ export const gatedStore = (inner: FileStore["Type"], free: number) =>
     return { store, release: Deferred.succeed(release, undefined), held: Deferred.await(held) }
   })
 
-export interface FileSenderChild {
-  readonly lines: Queue.Dequeue<Record<string, any>>
-  readonly kill: Effect.Effect<void>
-}
-
 const senderEntry = path.resolve(import.meta.dirname, "file-sender.ts")
 
 /** Runs test/support/file-sender.ts: it dials 127.0.0.1:`port` and sends `file`; scoped (closing the scope kills it). */
 export const spawnFileSender = (port: number, file: string, env: Record<string, string> = {}) =>
-  Effect.gen(function* () {
-    const lines = yield* Queue.unbounded<Record<string, any>>()
-    const child = yield* Effect.acquireRelease(
-      Effect.sync(() =>
-        cp.spawn(process.execPath, ["--import", "tsx", senderEntry], {
-          env: {
-            ...process.env,
-            P2P_HOST: "127.0.0.1",
-            P2P_PORT: "0",
-            P2P_LOG_LEVEL: "Warning",
-            FILE_PEER_PORT: String(port),
-            FILE_PATH: file,
-            ...env
-          },
-          stdio: ["pipe", "pipe", "inherit"]
-        })
-      ),
-      (c) => Effect.sync(() => c.kill("SIGKILL"))
-    )
-    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
-    readline.createInterface({ input: child.stdout! }).on("line", (l) => {
-      try {
-        lines.unsafeOffer(JSON.parse(l))
-      } catch {
-        // not ours (a stray log line)
-      }
-    })
-    return {
-      lines,
-      kill: Effect.sync(() => child.kill("SIGKILL")).pipe(Effect.zipRight(Effect.promise(() => exited)))
-    } satisfies FileSenderChild
-  })
-
-/** The next line of the child with the given key (lines without it are skipped). */
-export const nextLineOf = (child: FileSenderChild, key: string): Effect.Effect<any> =>
-  Effect.flatMap(Queue.take(child.lines), (l) => (key in l ? Effect.succeed(l[key]) : nextLineOf(child, key)))
+  spawnScript(senderEntry, { P2P_PORT: "0", FILE_PEER_PORT: String(port), FILE_PATH: file, ...env })
