@@ -190,10 +190,12 @@ const make = Effect.gen(function* () {
       Effect.catchAll((e) => Effect.logDebug(`could not send ${message._tag} to ${channel.label}: ${e.message}`))
     )
 
+  // published after every chunk on both sides: built unchecked, since every field comes from a value already
+  // validated (the transfer's id, peer, name and size, and byte counts that never pass the size)
   const progress =
     (direction: TransferDirection, t: { transfer: TransferId; peer: NodeId; name: string }) =>
     (bytes: number, total: number) =>
-      publish(TransferProgress.make({ transfer: t.transfer, peer: t.peer, direction, name: t.name, bytes, total }))
+      publish(new TransferProgress({ transfer: t.transfer, peer: t.peer, direction, name: t.name, bytes, total }, true))
 
   // -------------------------------------------------------------------------------------------------------------------
   // Receiving

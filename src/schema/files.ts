@@ -4,7 +4,7 @@
  * rule for file names a peer may ask for, the transfer events, and the typed errors. Pure: no Effects here, and
  * decoding never throws. docs/protocol.md describes the same layout for other implementations.
  */
-import { Either, ParseResult, Schema } from "effect"
+import { Either, ParseResult, Predicate, Schema } from "effect"
 import { ChannelClosed, FrameTooLarge, NotTrusted, PeerNotFound } from "./errors.js"
 import { NodeId } from "./ids.js"
 
@@ -67,13 +67,18 @@ export type FileMessage = typeof FileMessage.Type
 const ChunkHeader = Schema.TaggedStruct("FileChunk", { transfer: TransferId, offset: ByteCount })
 const Header = Schema.Union(FileStart, ChunkHeader, FileEnd, FileCancel, FileAck, FileReject)
 const decodeHeader = Schema.decodeUnknownEither(Header)
+// chunks are nearly every message of a transfer: their header is checked without trying the union
+const decodeChunkHeader = Schema.decodeUnknownEither(ChunkHeader)
 const encodeHeader = Schema.encodeSync(Header)
 
 /** Largest JSON header (the length field is a u16). */
 export const MAX_HEADER_BYTES = 65_535
 
 const layout = (header: typeof Header.Type, length: number) => {
-  const json = Buffer.from(JSON.stringify(encodeHeader(header)), "utf8")
+  // a chunk header is already its own encoding (a tag, a TransferId, a number): one chunk per 64 KiB of file does
+  // not pay for the Schema encoder
+  const encoded = header._tag === "FileChunk" ? header : encodeHeader(header)
+  const json = Buffer.from(JSON.stringify(encoded), "utf8")
   const data = Buffer.allocUnsafe(2 + json.length + length)
   data.writeUInt16BE(json.length, 0)
   json.copy(data, 2)
@@ -109,7 +114,9 @@ export const decodeFileMessage = (data: Uint8Array): Either.Either<FileMessage, 
   } catch (e) {
     return invalid(`header is not JSON: ${e instanceof Error ? e.message : String(e)}`)
   }
-  const header = decodeHeader(json, { onExcessProperty: "ignore" })
+  const header = Predicate.isTagged(json, "FileChunk")
+    ? decodeChunkHeader(json, { onExcessProperty: "ignore" })
+    : decodeHeader(json, { onExcessProperty: "ignore" })
   if (Either.isLeft(header)) return invalid(ParseResult.TreeFormatter.formatErrorSync(header.left))
   const rest = data.subarray(2 + headerLength)
   const h = header.right
