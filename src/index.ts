@@ -80,3 +80,38 @@ export type { NetworkOverrides } from "./layers/Network.js"
 export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"
 export type { ChannelInfo, ChannelState, ChannelStats, PacketReceived, PeerChannel } from "./actors/PeerChannel.js"
 export type { ByteStream, Receiver } from "./actors/Connection.js"
+export * from "./schema/interfaces.js"
+export * from "./schema/discovery.js"
+export {
+  formatIpv4,
+  interfaceTable,
+  isLoopbackIpv4,
+  NetworkInterfaces,
+  parseIpv4,
+  REFRESH_INTERFACES
+} from "./layers/Interfaces.js"
+export type { InterfaceSource } from "./layers/Interfaces.js"
+export {
+  Discovery,
+  DiscoveryConfig,
+  DiscoveryEvent,
+  discoveryLayer,
+  discoveryLayerConfig,
+  discoverySettingsFromEnv,
+  DISCOVERY_INBOX_CAPACITY,
+  SAME_NODE_WINDOW_MILLIS
+} from "./layers/Discovery.js"
+export type {
+  DiscoveryLayerOptions,
+  DiscoveryRequirements,
+  DiscoverySettingsInput,
+  DiscoveryStats
+} from "./layers/Discovery.js"
+export { checkDatagram, encodeAnnouncement } from "./actors/DiscoveryCodec.js"
+export type { CheckContext, Rejection } from "./actors/DiscoveryCodec.js"
+export {
+  baseIntervalMillis,
+  broadcastTargets,
+  LOOPBACK_BROADCAST,
+  multicastInterfaces
+} from "./actors/DiscoveryTargets.js"

@@ -10,7 +10,10 @@ import { PeerRegistry as Registry } from "./PeerRegistry.js"
 import { RoutineScheduler } from "./RoutineScheduler.js"
 import { NetworkConfig } from "./Settings.js"
 
-/** What RotateBroadcastPort calls. LAN discovery provides the real one; `none` only logs. */
+/**
+ * What RotateBroadcastPort calls when the network is built; `none` only logs. LAN discovery (layers/Discovery.ts),
+ * built on top of the network, replaces the routine's body with its own rotation, keeping its interval and state.
+ */
 export class BroadcastRotation extends Context.Tag("effect-p2pnet/BroadcastRotation")<
   BroadcastRotation,
   {

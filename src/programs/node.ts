@@ -1,43 +1,365 @@
 /**
- * The bundled node program (`npm start`): a peer that listens, optionally dials the peers named in P2P_PEERS
- * ("host:port,host:port"), and logs every channel event and received packet. All settings come from P2P_*
- * environment variables with working defaults (README.md).
+ * The bundled node program (`npm start`): a peer that listens, dials the peers it is given, finds others by LAN
+ * discovery (broadcast and multicast, src/layers/Discovery.ts) and prints one line per event. Options come from
+ * command-line flags (@effect/cli) and P2P_* environment variables (Effect Config), flags winning; README.md lists
+ * them. Ctrl-C (SIGINT) or SIGTERM closes the node's scope: channels say Disconnect, sockets and fibers close.
+ * The test bed's node (test/support/bed-node.ts) runs the same node through `nodeLayer` and `startNode`.
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Config, Effect, Layer, Stream } from "effect"
+import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import {
+  Cause,
+  Config,
+  ConfigProvider,
+  Console,
+  DateTime,
+  Effect,
+  FiberRef,
+  Layer,
+  Option,
+  Schema,
+  Stream
+} from "effect"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import type { CloseReason } from "../schema/errors.js"
 import { Category, loggingLayerConfig } from "../layers/Logging.js"
 import { networkLayerConfig } from "../layers/Network.js"
 import { PeerNetwork } from "../layers/PeerNetwork.js"
+import type { NetworkEvent } from "../layers/PeerRegistry.js"
+import { NetworkConfig } from "../layers/Settings.js"
+import { discoveryLayerConfig } from "../layers/Discovery.js"
 
-const parsePeer = (s: string) => {
-  const i = s.lastIndexOf(":")
-  return { host: s.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(s.slice(i + 1)) }
+// ---------------------------------------------------------------------------------------------------------------------
+// The node's layers
+// ---------------------------------------------------------------------------------------------------------------------
+
+/**
+ * A whole node configured from P2P_* settings: the network and, when P2P_DISCOVERY is on (the default), LAN discovery
+ * on top of it (src/layers/Discovery.ts; it reads P2P_BROADCAST, P2P_MULTICAST, P2P_DESIGNATED_PORTS and the other
+ * discovery variables, which the flags below set through the ConfigProvider). Without discovery: drop the
+ * `discovery ? ... :` branch (or pass --no-discovery).
+ */
+export const nodeLayer = Layer.unwrapEffect(
+  Effect.map(Config.boolean("P2P_DISCOVERY").pipe(Config.withDefault(true)), (discovery) => {
+    const network = networkLayerConfig()
+    return discovery ? Layer.provideMerge(discoveryLayerConfig, network) : network
+  })
+)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Events: what the node prints, one line each (text for people, JSON lines with P2P_LOG_FORMAT=json)
+// ---------------------------------------------------------------------------------------------------------------------
+
+export const Listening = Schema.Struct({
+  event: Schema.tag("listening"),
+  address: Schema.String,
+  port: Schema.Int,
+  id: Schema.String,
+  network: Schema.String
+})
+/** A peer became known without a channel to it yet (from discovery or a PeerGroup). */
+export const Discovered = Schema.Struct({
+  event: Schema.tag("discovered"),
+  address: Schema.String,
+  port: Schema.Int,
+  id: Schema.NullOr(Schema.String)
+})
+/** A channel changed state: `handshaking` when it opens (connected), then trusted / untrusted / ... / closed. */
+export const ChannelChanged = Schema.Struct({
+  event: Schema.tag("channel"),
+  peer: Schema.String,
+  state: Schema.Literal("handshaking", "untrusted", "trusted", "reconnecting", "closed"),
+  address: Schema.String,
+  port: Schema.Int,
+  direction: Schema.Literal("inbound", "outbound"),
+  reason: Schema.optional(Schema.String)
+})
+export const MessageReceived = Schema.Struct({ event: Schema.tag("message"), from: Schema.String, text: Schema.String })
+/** Any other packet received. */
+export const PacketSeen = Schema.Struct({ event: Schema.tag("received"), from: Schema.String, kind: Schema.String })
+export const DialFailed = Schema.Struct({
+  event: Schema.tag("dial-failed"),
+  peer: Schema.String,
+  reason: Schema.String
+})
+export const Stopped = Schema.Struct({ event: Schema.tag("stopped") })
+export const NodeEvent = Schema.Union(
+  Listening,
+  Discovered,
+  ChannelChanged,
+  MessageReceived,
+  PacketSeen,
+  DialFailed,
+  Stopped
+)
+export type NodeEvent = typeof NodeEvent.Type
+
+/** One line of text per event; remote text is JSON-quoted so a peer cannot write control characters to a terminal. */
+export const renderEvent = (e: NodeEvent): string => {
+  switch (e.event) {
+    case "listening":
+      return `listening on ${hostPort(e.address, e.port)} as ${e.id} (network ${JSON.stringify(e.network)})`
+    case "discovered":
+      return `discovered ${hostPort(e.address, e.port)}${e.id === null ? "" : ` ${e.id}`}`
+    case "channel": {
+      const at = `${e.peer} at ${hostPort(e.address, e.port)}`
+      const why = e.reason === undefined ? "" : `: ${e.reason}`
+      switch (e.state) {
+        case "handshaking":
+          return `connected ${at} (${e.direction})`
+        case "trusted":
+          return `trusted ${at}`
+        case "untrusted":
+          return `not trusted ${at}`
+        case "reconnecting":
+          return `reconnecting ${at}${why}`
+        case "closed":
+          return `disconnected ${at}${why}`
+      }
+    }
+    case "message":
+      return `message from ${e.from}: ${JSON.stringify(e.text)}`
+    case "received":
+      return `received ${e.kind} from ${e.from}`
+    case "dial-failed":
+      return `could not connect to ${e.peer}: ${e.reason}`
+    case "stopped":
+      return "stopped"
+  }
 }
 
-export const program = Effect.gen(function* () {
-  const network = yield* PeerNetwork
-  const peers = yield* Config.array(Config.string(), "P2P_PEERS").pipe(Config.withDefault([]))
-  yield* Effect.forkScoped(
-    network.registry.packets.pipe(
-      Stream.runForEach(({ channel, packet }) =>
-        Effect.logInfo(`received ${packet._tag}`).pipe(
-          Effect.annotateLogs({ category: Category.Peers, peer: channel.remoteId, address: channel.label })
-        )
+const hostPort = (host: string, port: number) => (host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`)
+
+/** "host:port" or "[v6]:port". */
+const parsePeer = (s: string): { readonly host: string; readonly port: number } | undefined => {
+  const i = s.lastIndexOf(":")
+  const port = Number(s.slice(i + 1))
+  const host = s.slice(0, i).replace(/^\[|\]$/g, "")
+  return i > 0 && host !== "" && Number.isInteger(port) && port >= 1 && port <= 65535 ? { host, port } : undefined
+}
+
+const reasonText = (reason: CloseReason | undefined) => (reason === undefined ? undefined : reason.message)
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The node
+// ---------------------------------------------------------------------------------------------------------------------
+
+/**
+ * Starts reporting the node's events to `emit` (subscribed before anything can happen, so nothing is missed), reports
+ * where it listens, and dials the peers of P2P_PEERS ("host:port,host:port") in the background. Returns the network;
+ * the reporting fibers live as long as the scope.
+ */
+export const startNode = (emit: (event: NodeEvent) => Effect.Effect<void>) =>
+  Effect.gen(function* () {
+    const network = yield* PeerNetwork
+    const settings = yield* NetworkConfig
+    const registry = network.registry
+    const events = yield* registry.subscribeEvents
+    const packets = yield* registry.subscribePackets
+    const onEvent = (e: NetworkEvent): Effect.Effect<void> => {
+      switch (e._tag) {
+        case "ChannelStateChanged":
+          return emit(
+            ChannelChanged.make({
+              peer: e.channel.remoteId,
+              state: e.state,
+              address: e.channel.address,
+              port: e.channel.port,
+              direction: e.channel.direction,
+              ...(e.reason === undefined ? {} : { reason: reasonText(e.reason) })
+            })
+          )
+        case "PeerAdded": {
+          // a channel's own peer is recorded as known when it opens: that is "connected", not "discovered"
+          const discovered = emit(Discovered.make({ address: e.peer.address, port: e.peer.port, id: e.peer.id }))
+          return e.peer.id === null
+            ? discovered
+            : Effect.flatMap(Effect.either(registry.channel(e.peer.id)), (found) =>
+                found._tag === "Right" ? Effect.void : discovered
+              )
+        }
+        default:
+          return Effect.void
+      }
+    }
+    yield* Effect.forkScoped(Stream.runForEach(events, onEvent))
+    yield* Effect.forkScoped(
+      Stream.runForEach(packets, ({ channel, packet }) =>
+        packet._tag === "PureMessage"
+          ? emit(MessageReceived.make({ from: channel.remoteId, text: packet.message }))
+          : emit(PacketSeen.make({ from: channel.remoteId, kind: packet._tag }))
       )
     )
-  )
-  yield* Effect.forEach(
-    peers.filter((p) => p.trim() !== "").map(parsePeer),
-    ({ host, port }) =>
-      network
-        .dial(host, port)
-        .pipe(Effect.catchAll((e) => Effect.logWarning(`could not open a channel to ${host}:${port}: ${e.message}`))),
-    { concurrency: "unbounded", discard: true }
-  )
-  yield* Effect.logInfo(`node ${network.id} ready on port ${network.port}; press Ctrl-C to stop`)
-  return yield* Effect.never
-}).pipe(Effect.annotateLogs({ category: Category.Peers }))
+    yield* emit(
+      Listening.make({ address: settings.host, port: network.port, id: network.id, network: settings.network })
+    )
+    const peers = yield* Config.array(Config.string(), "P2P_PEERS").pipe(Config.withDefault([]))
+    for (const peer of peers.map((p) => p.trim()).filter((p) => p !== "")) {
+      const target = parsePeer(peer)
+      yield* Effect.forkScoped(
+        target === undefined
+          ? emit(DialFailed.make({ peer, reason: "expected host:port" }))
+          : network.dial(target.host, target.port).pipe(
+              Effect.asVoid,
+              Effect.catchAll((e) => emit(DialFailed.make({ peer, reason: e.message })))
+            )
+      )
+    }
+    return network
+  }).pipe(Effect.annotateLogs({ category: Category.Peers }))
 
-const main = Effect.scoped(program).pipe(Effect.provide(networkLayerConfig().pipe(Layer.provide(loggingLayerConfig))))
+/** Prints events on stdout: text lines, or JSON lines when P2P_LOG_FORMAT is json. */
+const printEvents = Effect.map(
+  Config.literal("pretty", "json")("P2P_LOG_FORMAT").pipe(Config.withDefault("pretty")),
+  (format) =>
+    (event: NodeEvent): Effect.Effect<void> =>
+      Effect.flatMap(DateTime.now, (now) => {
+        const time = DateTime.formatIso(now)
+        return format === "json"
+          ? Console.log(JSON.stringify({ time, ...Schema.encodeSync(NodeEvent)(event) }))
+          : Console.log(`${time.slice(11, 23)} ${renderEvent(event)}`)
+      })
+)
 
-NodeRuntime.runMain(Effect.provide(main, loggingLayerConfig))
+/** The program: a node that runs until interrupted, printing its events. */
+export const program = Effect.gen(function* () {
+  const emit = yield* printEvents
+  const network = yield* startNode(emit)
+  yield* Console.log(`node ${network.id} running; press Ctrl-C to stop`)
+  return yield* Effect.never.pipe(Effect.onInterrupt(() => emit(Stopped.make({}))))
+})
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Command line: each flag overrides its P2P_* variable (flags > environment > defaults)
+// ---------------------------------------------------------------------------------------------------------------------
+
+const invalid = (message: string) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message)))
+
+/** `--name` / `--no-name`: Some(true), Some(false) or None when neither is given (the variable decides). */
+const toggle = (name: string, what: string, variable: string) =>
+  Options.all([
+    Options.boolean(name).pipe(Options.withDescription(`Turn ${what} on (${variable}, default on).`)),
+    Options.boolean(`no-${name}`).pipe(Options.withDescription(`Turn ${what} off (${variable}=false).`))
+  ]).pipe(
+    Options.mapEffect(([on, off]) =>
+      on && off
+        ? invalid(`--${name} and --no-${name} contradict each other`)
+        : Effect.succeed(on ? Option.some(true) : off ? Option.some(false) : Option.none())
+    )
+  )
+
+const portList = (text: string) => {
+  const ports = text.split(",").map((p) => p.trim())
+  return ports.every((p) => /^\d+$/.test(p) && Number(p) >= 1 && Number(p) <= 65535)
+    ? Effect.succeed(ports.map(Number))
+    : invalid(`expected ports from 1 to 65535 separated by commas, got ${JSON.stringify(text)}`)
+}
+
+export const flags = {
+  port: Options.integer("port").pipe(
+    Options.withAlias("p"),
+    Options.withDescription("TCP listening port; 0 picks a free one (P2P_PORT, default 0)."),
+    Options.mapEffect((n) => (n >= 0 && n <= 65535 ? Effect.succeed(n) : invalid("expected a port from 0 to 65535"))),
+    Options.optional
+  ),
+  host: Options.text("host").pipe(
+    Options.withDescription("Address the listener binds (P2P_HOST, default 0.0.0.0)."),
+    Options.optional
+  ),
+  network: Options.text("network").pipe(
+    Options.withAlias("n"),
+    Options.withDescription("Network name; peers of other networks are refused (P2P_NETWORK, default p2pnet)."),
+    Options.optional
+  ),
+  peers: Options.text("peer").pipe(
+    Options.withDescription("A peer to dial at start, host:port; repeat for more (P2P_PEERS, comma-separated)."),
+    Options.repeated
+  ),
+  keyFile: Options.text("key-file").pipe(
+    Options.withDescription("Ed25519 key (PKCS#8 PEM), created if missing: a stable identity (P2P_KEY_FILE)."),
+    Options.optional
+  ),
+  designatedPorts: Options.text("designated-ports").pipe(
+    Options.withDescription(
+      "UDP ports of LAN discovery, comma-separated (P2P_DESIGNATED_PORTS, default 8001,8002,8003)."
+    ),
+    Options.mapEffect(portList),
+    Options.optional
+  ),
+  discovery: toggle("discovery", "LAN discovery", "P2P_DISCOVERY"),
+  broadcast: toggle("broadcast", "discovery by broadcast", "P2P_BROADCAST"),
+  multicast: toggle("multicast", "discovery by multicast", "P2P_MULTICAST"),
+  logFormat: Options.choice("log-format", ["pretty", "json"]).pipe(
+    Options.withDescription("pretty text or JSON lines, for events and logs (P2P_LOG_FORMAT, default pretty)."),
+    Options.optional
+  )
+}
+
+type Flags = Command.Command.ParseConfig<typeof flags>
+
+/** The variables the given flags override (absent flags leave their variable, or its default, in force). */
+export const flagVariables = (f: Flags, logLevel: Option.Option<string>): Map<string, string> => {
+  const vars = new Map<string, string>()
+  const set = <A>(name: string, value: Option.Option<A>, show: (a: A) => string = String) =>
+    Option.map(value, (v) => vars.set(name, show(v)))
+  set("P2P_PORT", f.port)
+  set("P2P_HOST", f.host)
+  set("P2P_NETWORK", f.network)
+  if (f.peers.length > 0) vars.set("P2P_PEERS", f.peers.join(","))
+  set("P2P_KEY_FILE", f.keyFile)
+  set("P2P_DESIGNATED_PORTS", f.designatedPorts, (ports) => ports.join(","))
+  set("P2P_DISCOVERY", f.discovery)
+  set("P2P_BROADCAST", f.broadcast)
+  set("P2P_MULTICAST", f.multicast)
+  set("P2P_LOG_FORMAT", f.logFormat)
+  set("P2P_LOG_LEVEL", logLevel)
+  return vars
+}
+
+/**
+ * The program prints events itself, so the library's own logs default to Warning here (the library default is Info):
+ * `--log-level info` or P2P_LOG_LEVEL=Info shows them.
+ */
+const programDefaults = new Map([["P2P_LOG_LEVEL", "Warning"]])
+
+/** Flags, then the environment, then the program's defaults. */
+export const configProvider = (vars: Map<string, string>) =>
+  ConfigProvider.fromMap(vars).pipe(
+    ConfigProvider.orElse(() => ConfigProvider.fromEnv()),
+    ConfigProvider.orElse(() => ConfigProvider.fromMap(programDefaults))
+  )
+
+/** @effect/cli's built-in `--log-level` sets the minimum log level around the handler; it also overrides P2P_LOG_LEVEL. */
+const logLevelFlag = Effect.gen(function* () {
+  const given = process.argv.some((a) => a === "--log-level" || a.startsWith("--log-level="))
+  return given ? Option.some((yield* FiberRef.get(FiberRef.currentMinimumLogLevel))._tag) : Option.none<string>()
+})
+
+export const command = Command.make("p2pnet-node", flags, (f) =>
+  Effect.gen(function* () {
+    const provider = configProvider(flagVariables(f, yield* logLevelFlag))
+    return yield* Effect.scoped(program).pipe(
+      Effect.provide(nodeLayer),
+      Effect.provide(loggingLayerConfig),
+      Effect.withConfigProvider(provider)
+    )
+  })
+).pipe(Command.withDescription("Run an effect-p2pnet peer node; every flag overrides its P2P_* variable."))
+
+const cli = Command.run(command, { name: "p2pnet-node", version: "0.1.0" })
+
+const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)
+/** Command-line mistakes are already explained by the CLI; other failures are logged. */
+const reportFailure = (cause: Cause.Cause<unknown>) =>
+  Cause.isInterruptedOnly(cause) || Option.exists(Cause.failureOption(cause), ValidationError.isValidationError)
+    ? Effect.void
+    : Effect.logError(cause)
+
+if (isMain) {
+  cli(process.argv).pipe(
+    Effect.tapErrorCause(reportFailure),
+    Effect.provide(NodeContext.layer),
+    NodeRuntime.runMain({ disableErrorReporting: true })
+  )
+}

@@ -275,3 +275,21 @@ export class DataStoreFull extends Schema.TaggedError<DataStoreFull>()("DataStor
     return `data store cannot take ${JSON.stringify(this.name.slice(0, 64))}: ${this.detail}`
   }
 }
+
+/** The interface scan found nothing to use (or could not read the interfaces at all). */
+export class NoUsableInterface extends Schema.TaggedError<NoUsableInterface>()("NoUsableInterface", {
+  detail: Schema.String
+}) {
+  override get message() {
+    return `no usable network interface: ${this.detail}`
+  }
+}
+
+/** LAN discovery could not start: no UDP port could be bound, or the settings cannot work. */
+export class DiscoveryUnavailable extends Schema.TaggedError<DiscoveryUnavailable>()("DiscoveryUnavailable", {
+  reason: Schema.String
+}) {
+  override get message() {
+    return `LAN discovery cannot start: ${this.reason}`
+  }
+}
