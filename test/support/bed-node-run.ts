@@ -4,19 +4,46 @@
  * lines on stdin. Logs go to stderr. Closing stdin, `{"cmd":"quit"}` or SIGTERM stops it cleanly.
  */
 import { NodeRuntime, NodeStream } from "@effect/platform-node"
-import { Cause, DateTime, Effect, Either, Layer, Logger, LogLevel, Option, Queue, Stream } from "effect"
+import { Cause, DateTime, Effect, Either, Layer, Logger, LogLevel, Option, Queue, Ref, Stream } from "effect"
+import type { DiscoveryEvent } from "../../src/layers/Discovery.js"
 import { Discovery } from "../../src/layers/Discovery.js"
 import { DistributionHandler } from "../../src/layers/Distribution.js"
 import { PeerConnector } from "../../src/layers/PeerConnector.js"
 import { PeerNetwork } from "../../src/layers/PeerNetwork.js"
 import { PureMessage } from "../../src/schema/packets.js"
 import { DialFailed, nodeLayer, startNode } from "../../src/programs/node.js"
-import type { BedCommand, BedEvent } from "./bed-protocol.js"
+import type { BedCommand, BedEvent, LanStats } from "./bed-protocol.js"
 import { decodeCommand, encodeEvent } from "./bed-protocol.js"
 
 const emit = (event: BedEvent) => Effect.sync(() => process.stdout.write(encodeEvent(event) + "\n"))
 
-const handle = (command: BedCommand) =>
+type Tally = Pick<LanStats, "heard" | "droppedFrom">
+
+const count = (tally: Tally, e: DiscoveryEvent): Tally => {
+  if (e._tag === "Discovered") {
+    const id = e.peer.id ?? e.peer.label
+    const before = tally.heard[id] ?? { address: e.peer.address, broadcast: 0, multicast: 0 }
+    return { ...tally, heard: { ...tally.heard, [id]: { ...before, [e.via]: before[e.via] + 1 } } }
+  }
+  const before = tally.droppedFrom[e.source] ?? {}
+  return {
+    ...tally,
+    droppedFrom: { ...tally.droppedFrom, [e.source]: { ...before, [e.reason]: (before[e.reason] ?? 0) + 1 } }
+  }
+}
+
+/** Who discovery heard (by sender id and way) and dropped (by source and reason), from its events since the start. */
+const tallyDiscovery = Effect.gen(function* () {
+  const tally = yield* Ref.make<Tally>({ heard: {}, droppedFrom: {} })
+  const discovery = yield* Effect.serviceOption(Discovery)
+  if (Option.isSome(discovery)) {
+    const events = yield* discovery.value.subscribe
+    yield* Effect.forkScoped(Stream.runForEach(events, (e) => Ref.update(tally, (t) => count(t, e))))
+  }
+  return tally
+})
+
+const handle = (command: BedCommand, tally: Ref.Ref<Tally>) =>
   Effect.gen(function* () {
     const network = yield* PeerNetwork
     switch (command.cmd) {
@@ -50,7 +77,14 @@ const handle = (command: BedCommand) =>
         return yield* emit({
           event: "stats",
           connector,
-          discovery: Option.isSome(discovery) ? yield* discovery.value.stats : null
+          discovery: Option.isSome(discovery) ? { ...(yield* discovery.value.stats), ...(yield* Ref.get(tally)) } : null
+        })
+      }
+      case "known": {
+        const known = yield* network.registry.known
+        return yield* emit({
+          event: "known",
+          peers: known.map((p) => ({ address: p.address, port: p.port, id: p.id }))
         })
       }
       case "dial":
@@ -109,11 +143,12 @@ const main = Effect.scoped(
     }
     yield* Effect.scoped(
       Effect.gen(function* () {
+        const tally = yield* tallyDiscovery
         yield* startNode(emit)
         for (;;) {
           const command = yield* nextCommand(lines)
           if (command === undefined || command.cmd === "quit") return
-          yield* handle(command)
+          yield* handle(command, tally)
         }
       }).pipe(Effect.provide(nodeLayer))
     )

@@ -15,6 +15,8 @@ export const BedCommand = Schema.Union(
   Schema.Struct({ cmd: Schema.tag("peers") }),
   /** Answered by a `stats` event. */
   Schema.Struct({ cmd: Schema.tag("stats") }),
+  /** Answered by a `known` event: the node's known peers (channels or not). */
+  Schema.Struct({ cmd: Schema.tag("known") }),
   /** Dial a peer (from inside the node's namespace); a failure is a `dial-failed` event. */
   Schema.Struct({ cmd: Schema.tag("dial"), host: Schema.String, port: Schema.Int }),
   /** Stop the node: its scope closes and the process exits 0. Closing stdin does the same. */
@@ -29,6 +31,31 @@ export const PeerInfo = Schema.Struct({
   port: Schema.Int,
   direction: Schema.String
 })
+export type PeerInfo = typeof PeerInfo.Type
+
+const counts = Schema.Record({ key: Schema.String, value: Schema.Number })
+
+/** Discovery.stats, plus what the bed node tallied from Discovery's events since it started. */
+export const LanStats = Schema.Struct({
+  running: Schema.Boolean,
+  broadcasterPort: Schema.Number,
+  listening: Schema.Array(Schema.Number),
+  sent: Schema.Number,
+  sendFailures: Schema.Number,
+  received: Schema.Number,
+  accepted: Schema.Number,
+  offered: Schema.Number,
+  /** By drop reason. */
+  dropped: counts,
+  /** Valid announcements by sender id, by how they came. */
+  heard: Schema.Record({
+    key: Schema.String,
+    value: Schema.Struct({ address: Schema.String, broadcast: Schema.Number, multicast: Schema.Number })
+  }),
+  /** Dropped datagrams by source address, then by reason. */
+  droppedFrom: Schema.Record({ key: Schema.String, value: counts })
+})
+export type LanStats = typeof LanStats.Type
 
 export const BedAnswer = Schema.Union(
   /** With P2P_BED_HOLD=true: the modules are loaded and the node waits for {"cmd":"start"}. */
@@ -44,7 +71,11 @@ export const BedAnswer = Schema.Union(
       failed: Schema.Number
     }),
     /** LAN discovery's counters, null while the node runs without discovery. */
-    discovery: Schema.NullOr(Schema.Unknown)
+    discovery: Schema.NullOr(LanStats)
+  }),
+  Schema.Struct({
+    event: Schema.tag("known"),
+    peers: Schema.Array(Schema.Struct({ address: Schema.String, port: Schema.Int, id: Schema.NullOr(Schema.String) }))
   }),
   Schema.Struct({
     event: Schema.tag("broadcast"),
