@@ -6,7 +6,9 @@
  * Also the fan-out of bench/broadcast.ts (one node to 20 peers in other processes) and the 256 MiB file transfer of
  * bench/files.ts.
  *
- * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake,broadcast,file picks metrics; BENCH_SECONDS (default 1) is the length of one
+ * Also the bootstrap server's registrations and heartbeats per second with p99 latency (bench/bootstrap.ts).
+ *
+ * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake,broadcast,file,bootstrap picks metrics; BENCH_SECONDS (default 1) is the length of one
  * timed run; BENCH_ROUNDS (default 5) the timed runs per side, of which the median is reported.
  */
 import { Cause, Console, Context, DateTime, Effect, Layer, Logger, LogLevel } from "effect"
@@ -17,6 +19,7 @@ import { DistributionHandler } from "../src/layers/Distribution.js"
 import { fanout, FANOUT } from "./broadcast.js"
 import { FileTransfer } from "../src/layers/FileTransfer.js"
 import { FILE_BYTES, fileBench } from "./files.js"
+import { bootstrapBench, describe as describeBootstrap, IN_FLIGHT } from "./bootstrap.js"
 import { DataTransmission, PureMessage } from "../src/schema/packets.js"
 import { NetworkSettings } from "../src/schema/settings.js"
 import { connect, sendBulk, sendSmall } from "./baseline.js"
@@ -25,7 +28,7 @@ import type { Options, Sender, Side } from "./measure.js"
 import { BenchFailed, spawnReceiver } from "./receiver.js"
 import { BULK_BYTES, SMALL_TEXT } from "./shared.js"
 
-const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake,broadcast,file").split(",")
+const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake,broadcast,file,bootstrap").split(",")
 const options: Options = {
   seconds: Number(process.env["BENCH_SECONDS"] ?? "1"),
   rounds: Number(process.env["BENCH_ROUNDS"] ?? "5")
@@ -289,6 +292,29 @@ const main = Effect.gen(function* () {
         ratio: rounded(baselineRatio, 3)
       }
     }
+  }
+
+  if (only.includes("bootstrap")) {
+    const b = yield* bootstrapBench
+    const row = (what: string, r: { readonly perSecond: number; readonly p99Millis: number }) =>
+      rows.push({
+        metric: `bootstrap ${what}/s, p99 ms at ${IN_FLIGHT} in flight`,
+        library: `${grouped(r.perSecond)} (p99 ${r.p99Millis.toFixed(1)})`,
+        baseline: "-",
+        ratio: "-",
+        target: "-",
+        pass: "-"
+      })
+    row("registrations", b.sqlite.register)
+    row("heartbeats", b.sqlite.heartbeat)
+    notes.push(
+      ...describeBootstrap(b).map((l) => `bootstrap: ${l}`),
+      "bootstrap: the program in a child process with its SQLite store (every write committed with synchronous=FULL " +
+        "before the answer), rate limiting off, requests signed beforehand; the memory-store lines run the server in this process, sharing its thread with the " +
+        "client (no SQLite, but half the CPU); a registration's answer also carries a list of up to 100 peers, " +
+        "checked by Schema on both sides"
+    )
+    json["bootstrap"] = b
   }
 
   notes.push(

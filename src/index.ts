@@ -67,6 +67,12 @@ export {
 export type { SubmitOptions, SubmitToError, TaskStats } from "./layers/NetworkTasks.js"
 export { DataStore, sha256Hex } from "./layers/DataStore.js"
 export type { DataStoreLimits } from "./layers/DataStore.js"
+export { BootstrapStore, StoreError } from "./layers/BootstrapStore.js"
+export type { AuditRecord, PeerRecord, QueuedTask, SigningRecord } from "./layers/BootstrapStore.js"
+export {
+  migrations as bootstrapStoreMigrations,
+  sqliteClient as bootstrapSqliteClient
+} from "./layers/BootstrapStoreSql.js"
 export {
   BootstrapTaskHook,
   defaultRemoteTaskTypes,
@@ -115,3 +121,54 @@ export {
   LOOPBACK_BROADCAST,
   multicastInterfaces
 } from "./actors/DiscoveryTargets.js"
+export {
+  AdminAuth,
+  AdminGroup,
+  BootstrapApi,
+  BootstrapGroup,
+  BootstrapMode,
+  heartbeatBytes,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  PeerEntry,
+  registrationBytes,
+  RegisterRequest,
+  RegisterResponse,
+  ServerInfo,
+  SignedTask,
+  taskBytes,
+  TaskWire,
+  InvalidSignature,
+  IdMismatch,
+  StaleRequest,
+  WrongNetwork,
+  MalformedRequest,
+  PeerBlocked,
+  UnknownPeer,
+  PayloadTooLarge,
+  LengthRequired,
+  RateLimited,
+  NotAuthority,
+  Unauthorized as BootstrapUnauthorized,
+  NotFound as BootstrapNotFound,
+  InternalError as BootstrapInternalError
+} from "./schema/bootstrap.js"
+export {
+  BootstrapAuthority,
+  fingerprintOf,
+  taskHash,
+  TRUSTLESS_ORIGIN,
+  verifySignedTask
+} from "./layers/BootstrapAuthority.js"
+export type { AuthorityKey, AuthorityOptions } from "./layers/BootstrapAuthority.js"
+export {
+  AdminToken,
+  BootstrapConfig,
+  BootstrapSettingsConfig,
+  bootstrapSettings,
+  clientAddress,
+  httpLayer as bootstrapHttpLayer,
+  serverLayer as bootstrapServerLayer,
+  serverUrl as bootstrapServerUrl
+} from "./layers/BootstrapServer.js"
+export type { BootstrapSettings, RequestCounters } from "./layers/BootstrapServer.js"

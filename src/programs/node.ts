@@ -29,6 +29,7 @@ import { PeerNetwork } from "../layers/PeerNetwork.js"
 import type { NetworkEvent } from "../layers/PeerRegistry.js"
 import { NetworkConfig } from "../layers/Settings.js"
 import { discoveryLayerConfig } from "../layers/Discovery.js"
+import { bootstrapCommand } from "./bootstrap.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The node's layers
@@ -345,7 +346,11 @@ export const command = Command.make("p2pnet-node", flags, (f) =>
       Effect.withConfigProvider(provider)
     )
   })
-).pipe(Command.withDescription("Run an effect-p2pnet peer node; every flag overrides its P2P_* variable."))
+).pipe(
+  Command.withDescription("Run an effect-p2pnet peer node; every flag overrides its P2P_* variable."),
+  // `p2pnet-node bootstrap ...` runs the bootstrap server instead (src/programs/bootstrap.ts)
+  Command.withSubcommands([bootstrapCommand])
+)
 
 const cli = Command.run(command, { name: "p2pnet-node", version: "0.1.0" })
 
