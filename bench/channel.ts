@@ -311,8 +311,8 @@ const main = Effect.gen(function* () {
       ...describeBootstrap(b).map((l) => `bootstrap: ${l}`),
       "bootstrap: the program in a child process with its SQLite store (every write committed with synchronous=FULL " +
         "before the answer), rate limiting off, requests signed beforehand; the memory-store lines run the server in this process, sharing its thread with the " +
-        "client (no SQLite, but half the CPU); a registration's answer also carries a list of up to 100 peers, " +
-        "checked by Schema on both sides"
+        "client; the in-memory store copies its maps per write and shuffles all peers per sample, so it is no " +
+        "lower bound on the HTTP side's cost"
     )
     json["bootstrap"] = b
   }
