@@ -81,6 +81,9 @@ export {
   TaskSource
 } from "./layers/TaskPolicy.js"
 export type { IdentifierSource } from "./layers/TaskPolicy.js"
+export { PublicAddress, publicIPv4SettingsFromEnv } from "./layers/PublicAddress.js"
+export type { PublicAddressError } from "./layers/PublicAddress.js"
+export { LocalIdentifierSetPolicy, PublicIPv4GetPolicy, PublicIPv4Settings } from "./schema/trustPolicy.js"
 export { networkLayer, networkLayerWith, networkLayerConfig } from "./layers/Network.js"
 export type { NetworkOverrides } from "./layers/Network.js"
 export { loggingLayer, loggingLayerConfig, Category } from "./layers/Logging.js"
@@ -172,3 +175,22 @@ export {
   serverUrl as bootstrapServerUrl
 } from "./layers/BootstrapServer.js"
 export type { BootstrapSettings, RequestCounters } from "./layers/BootstrapServer.js"
+export { BootstrapTrustPolicy, defaultTrustPolicy, resolvePolicyEither } from "./schema/bootstrapPolicy.js"
+export type { BootstrapTrustPolicyInput } from "./schema/bootstrapPolicy.js"
+export {
+  BootstrapClient,
+  BootstrapEvent,
+  bootstrapClientLayer,
+  bootstrapClientLayerConfig,
+  bootstrapSettingsFromEnv,
+  trustlessTaskTypes
+} from "./layers/BootstrapClient.js"
+export type {
+  AuthorityPin,
+  BootstrapChannel,
+  BootstrapChannelState,
+  BootstrapChannelStats,
+  BootstrapClientError,
+  BootstrapClientSettings,
+  BootstrapServerEntry
+} from "./layers/BootstrapClient.js"

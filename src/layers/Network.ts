@@ -48,7 +48,7 @@ export interface NetworkOverrides {
   readonly taskPolicy?: Layer.Layer<RemoteTaskPolicy>
   /** Named blobs for the data tasks (default: in memory, DataStore.layer). */
   readonly dataStore?: Layer.Layer<DataStore>
-  /** Who may set this node's identifier (default: LocalIdentifier.layer, local and remote). */
+  /** Who may set this node's identifier (default: LocalIdentifier.layer, i.e. layerPolicy("LocalAndRemote")). */
   readonly localIdentifier?: Layer.Layer<LocalIdentifier>
   /** What the bootstrap-only task types do (default: rejected, no bootstrap authority). */
   readonly bootstrapTasks?: Layer.Layer<BootstrapTaskHook>

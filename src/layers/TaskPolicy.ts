@@ -11,6 +11,7 @@ import { IdentifierRefused } from "../schema/errors.js"
 import type { NetworkTask, TaskType } from "../schema/packets.js"
 import type { TaskOutcome } from "../schema/tasks.js"
 import { Identifier, Rejected, describeParseError } from "../schema/tasks.js"
+import type { LocalIdentifierSetPolicy } from "../schema/trustPolicy.js"
 
 /** Where a task came from: local code, or a peer (over this channel). */
 export type TaskSource = Data.TaggedEnum<{
@@ -59,6 +60,35 @@ export type IdentifierSource = "local" | "remote"
 
 const decodeIdentifier = Schema.decodeUnknownEither(Identifier)
 
+const policySources: Record<LocalIdentifierSetPolicy, ReadonlyArray<IdentifierSource>> = {
+  StrictLocalOnly: ["local"],
+  Local: ["local"],
+  LocalAndRemote: ["local", "remote"],
+  RemoteOnly: ["remote"],
+  StrictRemoteOnly: ["remote"]
+}
+
+const makeLocalIdentifier = (sources: ReadonlyArray<IdentifierSource>, strict: boolean) =>
+  Effect.gen(function* () {
+    const ref = yield* SubscriptionRef.make(Option.none<Identifier>())
+    // sets run one at a time, so a Strict policy locks after exactly one accepted change
+    const lock = yield* Effect.makeSemaphore(1)
+    const refuse = (identifier: string, source: IdentifierSource, reason: string) =>
+      Effect.fail(new IdentifierRefused({ identifier, source, reason }))
+    const set = (identifier: string, source: IdentifierSource) =>
+      Effect.gen(function* () {
+        if (!sources.includes(source))
+          return yield* refuse(identifier, source, `${source} identifiers are not accepted`)
+        const decoded = decodeIdentifier(identifier)
+        if (decoded._tag === "Left") return yield* refuse(identifier, source, describeParseError(decoded.left))
+        if (strict && Option.isSome(yield* SubscriptionRef.get(ref))) {
+          return yield* refuse(identifier, source, "the identifier is set and locked (strict policy)")
+        }
+        yield* SubscriptionRef.set(ref, Option.some(decoded.right))
+      }).pipe(lock.withPermits(1))
+    return LocalIdentifier.of({ get: SubscriptionRef.get(ref), changes: ref.changes, set })
+  })
+
 export class LocalIdentifier extends Context.Tag("effect-p2pnet/LocalIdentifier")<
   LocalIdentifier,
   {
@@ -71,32 +101,18 @@ export class LocalIdentifier extends Context.Tag("effect-p2pnet/LocalIdentifier"
 >() {
   /** Accepts identifiers from the given sources. */
   static readonly layerAllowing = (sources: ReadonlyArray<IdentifierSource>) =>
-    Layer.effect(
-      this,
-      Effect.gen(function* () {
-        const ref = yield* SubscriptionRef.make(Option.none<Identifier>())
-        return LocalIdentifier.of({
-          get: SubscriptionRef.get(ref),
-          changes: ref.changes,
-          set: (identifier, source) => {
-            if (!sources.includes(source)) {
-              return Effect.fail(
-                new IdentifierRefused({ identifier, source, reason: `${source} identifiers are not accepted` })
-              )
-            }
-            const decoded = decodeIdentifier(identifier)
-            return decoded._tag === "Left"
-              ? Effect.fail(new IdentifierRefused({ identifier, source, reason: describeParseError(decoded.left) }))
-              : SubscriptionRef.set(ref, Option.some(decoded.right))
-          }
-        })
-      })
-    )
+    Layer.effect(this, makeLocalIdentifier(sources, false))
   /**
-   * The default: identifiers from this node and from peers are both accepted (a later issue brings the original's
-   * policies, StrictLocalOnly to StrictRemoteOnly).
+   * Enforces a LocalIdentifierSetPolicy (spec 4.3): `Local*` accept local changes, `*Remote*` changes asked by a
+   * trusted peer's SetLocalIdentifier / AssignIdentifierToPeer task; `Strict*` lock after the first accepted change.
+   *
+   * @example
+   * networkLayer({ localIdentifier: LocalIdentifier.layerPolicy("StrictRemoteOnly") })
    */
-  static readonly layer = this.layerAllowing(["local", "remote"])
+  static readonly layerPolicy = (policy: LocalIdentifierSetPolicy) =>
+    Layer.effect(this, makeLocalIdentifier(policySources[policy], policy.startsWith("Strict")))
+  /** The default, LocalAndRemote: identifiers from this node and from peers are both accepted. */
+  static readonly layer = this.layerPolicy("LocalAndRemote")
 }
 
 export class BootstrapTaskHook extends Context.Tag("effect-p2pnet/BootstrapTaskHook")<

@@ -29,6 +29,7 @@ import { PeerNetwork } from "../layers/PeerNetwork.js"
 import type { NetworkEvent } from "../layers/PeerRegistry.js"
 import { NetworkConfig } from "../layers/Settings.js"
 import { discoveryLayerConfig } from "../layers/Discovery.js"
+import { bootstrapClientLayer, bootstrapSettingsFromEnv } from "../layers/BootstrapClient.js"
 import { bootstrapCommand } from "./bootstrap.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -46,6 +47,13 @@ export const nodeLayer = Layer.unwrapEffect(
     const network = networkLayerConfig()
     return discovery ? Layer.provideMerge(discoveryLayerConfig, network) : network
   })
+)
+
+/** The node layer, with the WAN bootstrap client on top when P2P_BOOTSTRAP or P2P_BOOTSTRAP_AUTHORITY names servers. */
+export const nodeLayerWithBootstrap = Layer.unwrapEffect(
+  Effect.map(bootstrapSettingsFromEnv, (settings) =>
+    (settings.servers ?? []).length === 0 ? nodeLayer : Layer.provideMerge(bootstrapClientLayer(settings), nodeLayer)
+  )
 )
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -273,6 +281,10 @@ export const flags = {
     Options.withDescription("Network name; peers of other networks are refused (P2P_NETWORK, default p2pnet)."),
     Options.optional
   ),
+  bootstrap: Options.text("bootstrap").pipe(
+    Options.withDescription("A trustless bootstrap server URL; repeat for more (P2P_BOOTSTRAP, comma-separated)."),
+    Options.repeated
+  ),
   peers: Options.text("peer").pipe(
     Options.withDescription("A peer to dial at start, host:port; repeat for more (P2P_PEERS, comma-separated)."),
     Options.repeated
@@ -308,6 +320,7 @@ export const flagVariables = (f: Flags, logLevel: Option.Option<string>): Map<st
   set("P2P_HOST", f.host)
   set("P2P_NETWORK", f.network)
   if (f.peers.length > 0) vars.set("P2P_PEERS", f.peers.join(","))
+  if (f.bootstrap.length > 0) vars.set("P2P_BOOTSTRAP", f.bootstrap.join(","))
   set("P2P_KEY_FILE", f.keyFile)
   set("P2P_DESIGNATED_PORTS", f.designatedPorts, (ports) => ports.join(","))
   set("P2P_DISCOVERY", f.discovery)
@@ -341,7 +354,7 @@ export const command = Command.make("p2pnet-node", flags, (f) =>
   Effect.gen(function* () {
     const provider = configProvider(flagVariables(f, yield* logLevelFlag))
     return yield* Effect.scoped(program).pipe(
-      Effect.provide(nodeLayer),
+      Effect.provide(nodeLayerWithBootstrap),
       Effect.provide(loggingLayerConfig),
       Effect.withConfigProvider(provider)
     )

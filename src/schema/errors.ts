@@ -293,3 +293,75 @@ export class DiscoveryUnavailable extends Schema.TaggedError<DiscoveryUnavailabl
     return `LAN discovery cannot start: ${this.reason}`
   }
 }
+
+/** No public IPv4 address could be found: no source configured, or none gave a valid answer in time. */
+export class PublicAddressUnavailable extends Schema.TaggedError<PublicAddressUnavailable>()(
+  "PublicAddressUnavailable",
+  {
+    policy: Schema.String,
+    /** One line per source tried: its URL and what went wrong. */
+    failures: Schema.Array(Schema.String)
+  }
+) {
+  override get message() {
+    return this.failures.length === 0
+      ? `no public IPv4 source configured (${this.policy})`
+      : `public IPv4 lookup (${this.policy}) failed: ${this.failures.join("; ")}`
+  }
+}
+
+/** URLListConsensus: no answer was given by enough sources. */
+export class PublicAddressNoQuorum extends Schema.TaggedError<PublicAddressNoQuorum>()("PublicAddressNoQuorum", {
+  quorum: Schema.Number,
+  /** How many sources gave each valid answer. */
+  answers: Schema.Record({ key: Schema.String, value: Schema.Number }),
+  failures: Schema.Array(Schema.String)
+}) {
+  override get message() {
+    return `no public IPv4 answer reached the quorum of ${this.quorum}: ${JSON.stringify(this.answers)}${
+      this.failures.length > 0 ? `; failed: ${this.failures.join("; ")}` : ""
+    }`
+  }
+}
+
+/** A BootstrapTrustPolicy whose settings contradict each other (named by `conflict`). */
+export class TrustPolicyConflict extends Schema.TaggedError<TrustPolicyConflict>()("TrustPolicyConflict", {
+  conflict: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `bootstrap trust policy conflict ${this.conflict}: ${this.detail}`
+  }
+}
+
+/** The BootstrapTrustPolicy does not allow a channel of this mode. */
+export class BootstrapForbidden extends Schema.TaggedError<BootstrapForbidden>()("BootstrapForbidden", {
+  url: Schema.String,
+  mode: Schema.Literal("trustless", "authority"),
+  reason: Schema.String
+}) {
+  override get message() {
+    return `bootstrap channel to ${this.url} (${this.mode}) forbidden: ${this.reason}`
+  }
+}
+
+/** FirstSingleLockingAuthority: an authority is pinned already, and it is not this one. */
+export class InitialAuthorityLocked extends Schema.TaggedError<InitialAuthorityLocked>()("InitialAuthorityLocked", {
+  url: Schema.String,
+  pinnedUrl: Schema.String,
+  pinnedFingerprint: Schema.String
+}) {
+  override get message() {
+    return `bootstrap authority ${this.url} refused: locked to ${this.pinnedUrl} (key ${this.pinnedFingerprint})`
+  }
+}
+
+/** The bootstrap authority pin file cannot be read or written. */
+export class BootstrapPinFileError extends Schema.TaggedError<BootstrapPinFileError>()("BootstrapPinFileError", {
+  path: Schema.String,
+  detail: Schema.String
+}) {
+  override get message() {
+    return `bootstrap pin file ${this.path}: ${this.detail}`
+  }
+}
