@@ -102,12 +102,18 @@ const awaitState = (client: BootstrapClient["Type"], url: string, state: Bootstr
 const awaitEvent = (events: Stream.Stream<BootstrapEvent>, f: (e: BootstrapEvent) => boolean) =>
   within(events.pipe(Stream.filter(f), Stream.runHead, Effect.map(Option.getOrThrow)))
 
-/** TestClock: waits (bounded, giving the node's fibers real time for their HTTP) until a sleep ends at `at`. */
+/** One turn of the event loop, so the node's HTTP I/O can progress while the TestClock stands still. */
+const nextTurn = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
+/** TestClock: waits (bounded in event-loop turns) until some fiber sleeps until `at`. */
 const awaitSleepUntil = (at: number) =>
   Effect.gen(function* () {
-    for (let i = 0; i < 500; i++) {
+    for (let i = 0; i < 1_000_000; i++) {
       if (Chunk.some(yield* TestClock.sleeps(), (t) => t === at)) return
-      yield* TestServices.provideLive(Effect.sleep("10 millis"))
+      yield* nextTurn
     }
     assert.fail(`no fiber sleeps until ${at}`)
   })
@@ -188,10 +194,20 @@ describe("bootstrap client", () => {
         const node = yield* startNode({ servers: servers.map((s) => ({ url: s.url, mode: "trustless" as const })) })
         for (const s of servers) yield* awaitState(node.client, s.url, "registered")
         const events = yield* node.client.subscribe
+        const networkEvents = yield* node.network.registry.subscribeEvents
         const failing = servers[2]!
         yield* Scope.close(failing.scope, Exit.void)
         const degraded = yield* awaitEvent(events, (e) => e._tag === "StateChanged" && e.url === failing.url)
         assert.strictEqual(degraded._tag === "StateChanged" && degraded.state, "degraded")
+        // the same change is reported on the network's own event PubSub
+        const reported = yield* within(
+          networkEvents.pipe(
+            Stream.filter((e) => e._tag === "BootstrapStateChanged" && e.url === failing.url),
+            Stream.runHead,
+            Effect.map(Option.getOrThrow)
+          )
+        )
+        assert.strictEqual(reported._tag === "BootstrapStateChanged" && reported.state, "degraded")
         const backingOff = yield* awaitEvent(events, (e) => e._tag === "StateChanged" && e.url === failing.url)
         assert.strictEqual(backingOff._tag === "StateChanged" && backingOff.state, "backingOff")
         assert.strictEqual(backingOff._tag === "StateChanged" && backingOff.failures, 5)

@@ -38,6 +38,7 @@ import { NetworkTaskHandler } from "./NetworkTasks.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PeerConnector } from "./PeerConnector.js"
 import { PeerNetwork } from "./PeerNetwork.js"
+import { NetworkEvent } from "./PeerRegistry.js"
 import { NetworkConfig } from "./Settings.js"
 import type { BootstrapMode, SignedTask } from "../schema/bootstrap.js"
 import { BootstrapApi, heartbeatBytes, registrationBytes } from "../schema/bootstrap.js"
@@ -277,6 +278,8 @@ export const make = (settings: BootstrapClientSettings) =>
             const failures = (yield* Ref.get(stats)).consecutiveFailures
             yield* Effect.logInfo(`bootstrap ${url}: ${next}${detail === "" ? "" : ` (${detail})`}`)
             yield* PubSub.publish(events, BootstrapEvent.StateChanged({ url, state: next, failures, detail }))
+            // also on the network's own event PubSub, beside channel and peer events
+            yield* network.registry.publish(NetworkEvent.BootstrapStateChanged({ url, state: next, failures, detail }))
           })
 
         const timed = <A, E>(self: Effect.Effect<A, E>) =>

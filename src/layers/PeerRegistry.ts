@@ -20,6 +20,13 @@ export type NetworkEvent = Data.TaggedEnum<{
   }
   /** Event-based placement: an inbound peer completed its Hello. */
   IncomingPeer: { readonly address: string; readonly port: number; readonly id: NodeId }
+  /** A bootstrap channel (layers/BootstrapClient.ts) changed state: registered, degraded, backingOff, lockedOut... */
+  BootstrapStateChanged: {
+    readonly url: string
+    readonly state: string
+    readonly failures: number
+    readonly detail: string
+  }
 }>
 export const NetworkEvent = Data.taggedEnum<NetworkEvent>()
 
