@@ -8,7 +8,12 @@ import { assert, describe, it } from "@effect/vitest"
 import { ConfigProvider, Context, Deferred, Effect, Fiber, Layer, Option, TestClock } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
-import { PublicAddress, publicIPv4SettingsFromEnv } from "../src/layers/PublicAddress.js"
+import { bootstrapPublicIpSource, PublicAddress, publicIPv4SettingsFromEnv } from "../src/layers/PublicAddress.js"
+import { BootstrapConfig, serverLayer, serverUrl } from "../src/layers/BootstrapServer.js"
+import { BootstrapStore } from "../src/layers/BootstrapStore.js"
+import * as fsp from "node:fs/promises"
+import * as os from "node:os"
+import * as path from "node:path"
 import type { PublicIPv4GetPolicy } from "../src/schema/trustPolicy.js"
 import { PublicIPv4Settings } from "../src/schema/trustPolicy.js"
 
@@ -190,6 +195,31 @@ describe("PublicAddress service", () => {
       yield* address.refresh
       yield* arrived
       assert.deepStrictEqual(yield* address.cached, Option.none())
+    })
+  )
+
+  it.scopedLive("a bootstrap server's own public-IP endpoint is a source: it answers the address it sees", () =>
+    Effect.gen(function* () {
+      const dir = yield* Effect.acquireRelease(
+        Effect.promise(() => fsp.mkdtemp(path.join(os.tmpdir(), "p2p-publicip-"))),
+        (d) => Effect.promise(() => fsp.rm(d, { recursive: true, force: true }))
+      )
+      const server = yield* Layer.build(
+        serverLayer.pipe(
+          Layer.provideMerge(
+            Layer.merge(
+              BootstrapConfig.layer({ host: "127.0.0.1", port: 0, dataDir: dir, rateLimitPerMinute: 0 }),
+              BootstrapStore.layerMemory
+            )
+          )
+        )
+      )
+      const url = yield* Effect.provide(serverUrl, server)
+      const address = yield* Layer.build(
+        PublicAddress.layerConfigWithBootstrap([url]).pipe(Layer.provide(FetchHttpClient.layer))
+      ).pipe(Effect.map(Context.get(PublicAddress)), Effect.withConfigProvider(ConfigProvider.fromMap(new Map())))
+      assert.strictEqual(bootstrapPublicIpSource(url), new URL("/api/v1/publicip", url).toString())
+      assert.strictEqual(yield* address.lookup, "127.0.0.1")
     })
   )
 

@@ -32,7 +32,25 @@ export class PublicAddress extends Context.Tag("effect-p2pnet/PublicAddress")<
   static readonly layerConfig = Layer.unwrapEffect(
     Effect.map(publicIPv4SettingsFromEnv(), (s) => PublicAddress.layer(s))
   )
+  /**
+   * As layerConfig, with the public-IP endpoints of these bootstrap servers (`GET /api/v1/publicip`) added after
+   * the configured sources: a node that bootstraps asks its bootstrap servers where it is seen from.
+   */
+  static readonly layerConfigWithBootstrap = (serverUrls: ReadonlyArray<string>) =>
+    Layer.unwrapEffect(
+      Effect.map(publicIPv4SettingsFromEnv(), (s) =>
+        PublicAddress.layer(
+          PublicIPv4Settings.make({
+            ...s,
+            sources: [...new Set([...s.sources, ...serverUrls.map(bootstrapPublicIpSource)])]
+          })
+        )
+      )
+    )
 }
+
+/** The public-IP endpoint of a bootstrap server (src/schema/bootstrap.ts: `GET /api/v1/publicip`). */
+export const bootstrapPublicIpSource = (serverUrl: string): string => new URL("/api/v1/publicip", serverUrl).toString()
 
 /** Reads PublicIPv4Settings from the environment (defaults in schema/trustPolicy.ts). */
 export function publicIPv4SettingsFromEnv() {

@@ -30,6 +30,8 @@ import type { NetworkEvent } from "../layers/PeerRegistry.js"
 import { NetworkConfig } from "../layers/Settings.js"
 import { discoveryLayerConfig } from "../layers/Discovery.js"
 import { bootstrapClientLayer, bootstrapSettingsFromEnv } from "../layers/BootstrapClient.js"
+import { PublicAddress } from "../layers/PublicAddress.js"
+import { FetchHttpClient } from "@effect/platform"
 import { bootstrapCommand } from "./bootstrap.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -52,7 +54,22 @@ export const nodeLayer = Layer.unwrapEffect(
 /** The node layer, with the WAN bootstrap client on top when P2P_BOOTSTRAP or P2P_BOOTSTRAP_AUTHORITY names servers. */
 export const nodeLayerWithBootstrap = Layer.unwrapEffect(
   Effect.map(bootstrapSettingsFromEnv, (settings) =>
-    (settings.servers ?? []).length === 0 ? nodeLayer : Layer.provideMerge(bootstrapClientLayer(settings), nodeLayer)
+    (settings.servers ?? []).length === 0
+      ? nodeLayer
+      : Layer.provideMerge(
+          Layer.merge(
+            bootstrapClientLayer(settings),
+            // where the node is seen from: its bootstrap servers' public-IP endpoints, asked once in the background
+            Layer.effectDiscard(Effect.flatMap(PublicAddress, (address) => address.refresh)).pipe(
+              Layer.provideMerge(
+                PublicAddress.layerConfigWithBootstrap((settings.servers ?? []).map((s) => s.url)).pipe(
+                  Layer.provide(FetchHttpClient.layer)
+                )
+              )
+            )
+          ),
+          nodeLayer
+        )
   )
 )
 
