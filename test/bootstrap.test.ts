@@ -109,7 +109,12 @@ const raw = (url: string, init: RequestInit = {}) =>
     } catch {
       // plain text
     }
-    return { status: response.status, body, contentType: response.headers.get("content-type") ?? "" }
+    return {
+      status: response.status,
+      body,
+      contentType: response.headers.get("content-type") ?? "",
+      csp: response.headers.get("content-security-policy") ?? ""
+    }
   })
 
 const json = (method: string, body: string, headers: Record<string, string> = {}): RequestInit => ({
@@ -472,6 +477,9 @@ describe("bootstrap server: bad input", () => {
       assert.strictEqual((yield* raw(`${url}/docs`)).status, 200)
       const index = yield* raw(`${url}/`)
       assert.deepStrictEqual([index.status, index.contentType.startsWith("text/html")], [200, true])
+      // the dashboard runs only its own scripts and cannot be framed
+      assert.include(index.csp, "default-src 'self'")
+      assert.include(index.csp, "frame-ancestors 'none'")
       assert.strictEqual((yield* raw(`${url}/dashboard`)).status, 200)
       assert.strictEqual((yield* raw(`${url}/dashboard/%2e%2e%2f%2e%2e%2fpackage.json`)).status, 404)
     })

@@ -583,6 +583,18 @@ const errorResponse = <A, I>(schema: Schema.Schema<A, I>, error: A, status: numb
 const notFound = (request: HttpServerRequest.HttpServerRequest) =>
   errorResponse(NotFound, NotFound.of(request.method, request.url.split("?")[0] ?? request.url), 404)
 
+/**
+ * The dashboard loads nothing from elsewhere and runs no inline script: a strict Content-Security-Policy keeps it that
+ * way (an injected `<script>` or a foreign frame is refused by the browser), and the admin token cannot leak to
+ * another origin through it.
+ */
+const DASHBOARD_HEADERS = {
+  "cache-control": "no-cache",
+  "content-security-policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer"
+}
+
 /** GET / and /dashboard serve index.html; /dashboard/<file> the files beside it (never outside the directory). */
 const DashboardRoutes = HttpApiBuilder.Router.use((router) =>
   Effect.gen(function* () {
@@ -594,7 +606,7 @@ const DashboardRoutes = HttpApiBuilder.Router.use((router) =>
         const file = path.resolve(root, relative)
         if (file !== root && !file.startsWith(root + path.sep)) return notFound(request)
         const contentType = CONTENT_TYPES[path.extname(file).toLowerCase()] ?? "application/octet-stream"
-        return yield* HttpServerResponse.file(file, { contentType, headers: { "cache-control": "no-cache" } }).pipe(
+        return yield* HttpServerResponse.file(file, { contentType, headers: DASHBOARD_HEADERS }).pipe(
           Effect.catchAll(() => Effect.succeed(notFound(request)))
         )
       })
