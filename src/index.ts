@@ -30,6 +30,8 @@ export { IncomingTrust, policyGate, isEnhancedKind } from "./layers/IncomingTrus
 export { TrustHandshake, Verdict, defaultHandshake, transcript } from "./layers/TrustHandshake.js"
 export type { HandshakeContext } from "./layers/TrustHandshake.js"
 export { SecureSession } from "./layers/SecureSession.js"
+export { noiseSessionLayer } from "./layers/NoiseSession.js"
+export type { NoiseOptions, SecureByteStream } from "./layers/NoiseSession.js"
 export { PeerRegistry, NetworkEvent } from "./layers/PeerRegistry.js"
 export { PeerNetwork } from "./layers/PeerNetwork.js"
 export type { PendingPeer, DialError } from "./layers/PeerNetwork.js"

@@ -36,7 +36,8 @@ const listen = (handler: http.RequestListener) =>
 /** A source answering `body` with `status`. */
 const answering = (body: string, status = 200) =>
   listen((_req, res) => {
-    res.writeHead(status, { "content-type": "text/plain" })
+    // no keep-alive: a pooled connection the server closes meanwhile would fail a later lookup under load
+    res.writeHead(status, { "content-type": "text/plain", connection: "close" })
     res.end(body)
   })
 
