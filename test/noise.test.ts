@@ -147,6 +147,20 @@ describe("NoiseSession (opt-in)", () => {
     })
   )
 
+  it.scopedLive("a peer whose Hello names another node than the key it proved in the handshake is refused", () =>
+    Effect.gen(function* () {
+      const b = yield* secureNode({ reconnectRetries: 0 })
+      // the Hello says one identity, the Noise session proves another key
+      const liar = yield* startNode(
+        { reconnectRetries: 0 },
+        { identity: NodeIdentity.layerKeys(generateKeys()), secure: noiseSessionLayer(generateKeys()) }
+      )
+      const refused = yield* Effect.flip(liar.dial("127.0.0.1", b.port))
+      assert.include(refused.message, "secure session authenticated")
+      assert.isTrue(Either.isLeft(yield* Effect.either(b.channel(liar.id))))
+    })
+  )
+
   it.scopedLive("a noise node does not fall back to plain text with a plain peer", () =>
     Effect.gen(function* () {
       const a = yield* secureNode({ reconnectRetries: 0 })

@@ -17,6 +17,8 @@ export interface Receiver {
 export interface ByteStream {
   readonly remoteAddress: string
   readonly remotePort: number
+  /** Set by a secure session that authenticated the peer's node key: the NodeId it proved. */
+  readonly remoteNodeId?: string
   /** Writes the chunks in order with one system call where possible; succeeds once the kernel has them. */
   readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
   /**

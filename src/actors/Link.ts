@@ -142,6 +142,12 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       yield* secured.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore)
       return yield* new ProtocolMismatch({ reason })
     }
+    // a secure session proved the peer's key: its Hello must name that node, not another
+    if (secured.remoteNodeId !== undefined && secured.remoteNodeId !== first.nodeId) {
+      const reason = `Hello names ${first.nodeId} but the secure session authenticated ${secured.remoteNodeId}`
+      yield* secured.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore)
+      return yield* new ProtocolMismatch({ reason })
+    }
     return {
       ...partial,
       localHello,
