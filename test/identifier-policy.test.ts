@@ -4,38 +4,16 @@
  * first accepted assignment. Real nodes on 127.0.0.1.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, Option } from "effect"
-import type { NetworkOverrides } from "../src/layers/Network.js"
-import { networkLayerWith } from "../src/layers/Network.js"
-import { NetworkTaskHandler } from "../src/layers/NetworkTasks.js"
-import { PeerNetwork } from "../src/layers/PeerNetwork.js"
+import { Effect, Exit, Option } from "effect"
 import { defaultRemoteTaskTypes, LocalIdentifier, RemoteTaskPolicy } from "../src/layers/TaskPolicy.js"
 import type { TaskOutcome } from "../src/schema/tasks.js"
 import { Tasks } from "../src/schema/tasks.js"
 import type { LocalIdentifierSetPolicy } from "../src/schema/trustPolicy.js"
-import { fastSettings } from "./support/nodes.js"
+import { bounded, connect, startTaskNode } from "./support/task-nodes.js"
+import type { TaskNode } from "./support/task-nodes.js"
 
-const startNode = (overrides: NetworkOverrides = {}) =>
-  Layer.build(networkLayerWith(fastSettings, overrides)).pipe(
-    Effect.map((ctx) => ({
-      network: Context.get(ctx, PeerNetwork),
-      tasks: Context.get(ctx, NetworkTaskHandler),
-      identifier: Context.get(ctx, LocalIdentifier),
-      id: Context.get(ctx, PeerNetwork).id
-    })),
-    Effect.orDie
-  )
-type Node = Effect.Effect.Success<ReturnType<typeof startNode>>
-
-const bounded = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => "timed out waiting" }), Effect.orDie)
-
-const connect = (a: Node, b: Node) =>
-  Effect.gen(function* () {
-    const channel = yield* a.network.dial("127.0.0.1", b.network.port)
-    yield* channel.awaitTrusted
-    yield* Effect.flatMap(b.network.awaitChannel(a.id), (c) => c.awaitTrusted)
-  }).pipe(bounded)
+const startNode = startTaskNode
+type Node = TaskNode
 
 /** A peer `asker` connected to a node `node` running `policy`, whose RemoteTaskPolicy lets peers ask for identifiers. */
 const pair = (policy: LocalIdentifierSetPolicy) =>

@@ -4,12 +4,7 @@
  * are correlated by id, taken only from the asked peer, and given up on after a timeout.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Either, Exit, Fiber, Layer, Option, Queue, Scope, Stream, TestClock } from "effect"
-import { DataStore } from "../src/layers/DataStore.js"
-import type { NetworkOverrides } from "../src/layers/Network.js"
-import { networkLayerWith } from "../src/layers/Network.js"
-import { NetworkTaskHandler } from "../src/layers/NetworkTasks.js"
-import { PeerNetwork } from "../src/layers/PeerNetwork.js"
+import { Effect, Either, Exit, Fiber, Layer, Option, Queue, Scope, Stream, TestClock } from "effect"
 import {
   BootstrapTaskHook,
   defaultRemoteTaskTypes,
@@ -21,33 +16,12 @@ import type { TaskType } from "../src/schema/packets.js"
 import { DataTransmission } from "../src/schema/packets.js"
 import type { TaskOutcome, TaskPayload } from "../src/schema/tasks.js"
 import { decodeTaskPayload, Done, encodeTaskPayload, TaskReply, Tasks } from "../src/schema/tasks.js"
-import { fastSettings, message, now, waitState } from "./support/nodes.js"
+import { bounded, connect, startTaskNode } from "./support/task-nodes.js"
+import type { TaskNode } from "./support/task-nodes.js"
+import { message, now, waitState } from "./support/nodes.js"
 
-const startNode = (overrides: NetworkOverrides = {}) =>
-  Layer.build(networkLayerWith(fastSettings, overrides)).pipe(
-    Effect.map((ctx) => ({
-      network: Context.get(ctx, PeerNetwork),
-      tasks: Context.get(ctx, NetworkTaskHandler),
-      store: Context.get(ctx, DataStore),
-      identifier: Context.get(ctx, LocalIdentifier),
-      id: Context.get(ctx, PeerNetwork).id
-    })),
-    Effect.orDie
-  )
-type Node = Effect.Effect.Success<ReturnType<typeof startNode>>
-
-/** Every wait in these tests is bounded. */
-const bounded = <A, E, R>(self: Effect.Effect<A, E, R>) =>
-  self.pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => "timed out waiting" }), Effect.orDie)
-
-/** Dials b from a and waits until both ends trust the channel; returns a's channel. */
-const connect = (a: Node, b: Node) =>
-  Effect.gen(function* () {
-    const channel = yield* a.network.dial("127.0.0.1", b.network.port)
-    yield* channel.awaitTrusted
-    yield* Effect.flatMap(b.network.awaitChannel(a.id), (c) => c.awaitTrusted)
-    return channel
-  }).pipe(bounded)
+const startNode = startTaskNode
+type Node = TaskNode
 
 /** The PureMessages a node receives, subscribed now. */
 const messagesOf = (node: Node): Effect.Effect<Queue.Dequeue<string>, never, Scope.Scope> =>
