@@ -29,11 +29,15 @@ import { connectRaw, lengthPrefix, rawFrame, rawFrameBytes, sayHello, trustedRaw
 type Settings = Parameters<typeof startNode>[0]
 type Overrides = Parameters<typeof startNode>[1]
 
-/** The node under test, with a well-behaved friend already connected and trusted, and subscriptions taken. */
+/**
+ * The node under test, with a well-behaved friend already connected and trusted, and subscriptions taken. Both use
+ * plain-text sessions (an explicit setting), so the raw peer can write frames onto the wire as they are; the same
+ * frames inside a Noise session reach the same framing after decryption (noise.test.ts covers the session itself).
+ */
 const nodeWithFriend = (settings: Settings = {}, overrides: Overrides = {}) =>
   Effect.gen(function* () {
-    const node = yield* startNode(settings, overrides)
-    const friend = yield* startNode()
+    const node = yield* startNode({ session: "plain", ...settings }, overrides)
+    const friend = yield* startNode({ session: "plain" })
     const events = yield* node.registry.subscribeEvents
     const packets = yield* node.registry.subscribePackets
     const friendPackets = yield* friend.registry.subscribePackets

@@ -3,17 +3,20 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Either, Layer, Stream } from "effect"
 import * as net from "node:net"
 import { socketStream } from "../src/actors/Connection.js"
+import type { ByteStream } from "../src/actors/Connection.js"
+import { NetworkSettings } from "../src/schema/settings.js"
+import { preamble, PROTOCOL_VERSION } from "../src/schema/wire.js"
 import type { SecureByteStream } from "../src/layers/NoiseSession.js"
 import { ConnectionLost } from "../src/schema/errors.js"
-import { noiseSessionLayer } from "../src/layers/NoiseSession.js"
+import { noiseSession } from "../src/layers/NoiseSession.js"
 import { generateKeys, NodeIdentity } from "../src/layers/NodeIdentity.js"
 import { SecureSession } from "../src/layers/SecureSession.js"
 import { message, startNode } from "./support/nodes.js"
 
-const secureNode = (settings: Parameters<typeof startNode>[0] = {}) => {
-  const keys = generateKeys()
-  return startNode(settings, { identity: NodeIdentity.layerKeys(keys), secure: noiseSessionLayer(keys) })
-}
+/** A node with the default session, which is Noise. */
+const secureNode = (settings: Parameters<typeof startNode>[0] = {}) => startNode(settings)
+
+const settingsFor = NetworkSettings.make({ handshakeTimeoutMillis: 2_000 })
 
 type Rewrite = (chunk: Buffer) => Buffer
 
@@ -87,10 +90,28 @@ const socketPair = Effect.acquireRelease(
     })
 )
 
-const sessionFor = (keys: ReturnType<typeof generateKeys>) =>
-  SecureSession.pipe(Effect.provide(Layer.fresh(noiseSessionLayer(keys, { handshakeTimeoutMillis: 2_000 }))))
+const sessionFor = (keys: ReturnType<typeof generateKeys>) => Effect.succeed(noiseSession(keys, settingsFor))
 
-describe("NoiseSession (opt-in)", () => {
+/** What Link.establish gives a session: the preamble and the check of the remote's. */
+const opening = (stream: ByteStream) => ({
+  preamble: preamble(PROTOCOL_VERSION, "noise"),
+  remotePreamble: Effect.asVoid(
+    Effect.async<void>((resume) => {
+      let got = Buffer.alloc(0)
+      stream.receive({
+        onData: (chunk) => {
+          got = Buffer.concat([got, chunk])
+          if (got.length < 8) return
+          stream.receive(undefined, got.subarray(8))
+          resume(Effect.void)
+        },
+        onEnd: () => resume(Effect.void)
+      })
+    })
+  )
+})
+
+describe("NoiseSession (the default session)", () => {
   it.scopedLive("two noise nodes connect, trust and exchange a PureMessage; the wire shows no plaintext", () =>
     Effect.gen(function* () {
       const a = yield* secureNode()
@@ -153,7 +174,10 @@ describe("NoiseSession (opt-in)", () => {
       // the Hello says one identity, the Noise session proves another key
       const liar = yield* startNode(
         { reconnectRetries: 0 },
-        { identity: NodeIdentity.layerKeys(generateKeys()), secure: noiseSessionLayer(generateKeys()) }
+        {
+          identity: NodeIdentity.layerKeys(generateKeys()),
+          secure: Layer.succeed(SecureSession, noiseSession(generateKeys(), NetworkSettings.make({})))
+        }
       )
       const refused = yield* Effect.flip(liar.dial("127.0.0.1", b.port))
       assert.include(refused.message, "secure session authenticated")
@@ -164,7 +188,7 @@ describe("NoiseSession (opt-in)", () => {
   it.scopedLive("a noise node does not fall back to plain text with a plain peer", () =>
     Effect.gen(function* () {
       const a = yield* secureNode({ reconnectRetries: 0 })
-      const plain = yield* startNode({ reconnectRetries: 0 })
+      const plain = yield* startNode({ reconnectRetries: 0, session: "plain" })
       const trusted = yield* Effect.either(
         a.dial("127.0.0.1", plain.port).pipe(Effect.flatMap((channel) => channel.awaitTrusted))
       )
@@ -183,10 +207,9 @@ describe("NoiseSession (opt-in)", () => {
       )
       const socket = net.connect({ host: "127.0.0.1", port: (silent.address() as net.AddressInfo).port })
       yield* Effect.addFinalizer(() => Effect.sync(() => socket.destroy()))
-      const session = yield* SecureSession.pipe(
-        Effect.provide(Layer.fresh(noiseSessionLayer(generateKeys(), { handshakeTimeoutMillis: 100 })))
-      )
-      const result = yield* Effect.either(session.upgrade(socketStream(socket), "initiator"))
+      const session = noiseSession(generateKeys(), settingsFor, { handshakeTimeoutMillis: 100 })
+      const stream = socketStream(socket)
+      const result = yield* Effect.either(session.upgrade(stream, "initiator", opening(stream)))
       assert.isTrue(Either.isLeft(result) && result.left._tag === "HandshakeFailed")
       if (Either.isLeft(result)) assert.include(result.left.message, "did not complete")
     })
@@ -197,8 +220,9 @@ describe("NoiseSession (opt-in)", () => {
       const { client, server } = yield* socketPair
       const [ka, kb] = [generateKeys(), generateKeys()]
       const [sa, sb] = [yield* sessionFor(ka), yield* sessionFor(kb)]
+      const [ca, cb] = [socketStream(client), socketStream(server)]
       const [ta, tb] = yield* Effect.all(
-        [sa.upgrade(socketStream(client), "initiator"), sb.upgrade(socketStream(server), "responder")],
+        [sa.upgrade(ca, "initiator", opening(ca)), sb.upgrade(cb, "responder", opening(cb))],
         { concurrency: 2 }
       )
       assert.strictEqual((ta as SecureByteStream).remoteNodeId, kb.id)
@@ -211,13 +235,15 @@ describe("NoiseSession (opt-in)", () => {
       const { client, server } = yield* socketPair
       const raw = socketStream(client)
       const [sa, sb] = [yield* sessionFor(generateKeys()), yield* sessionFor(generateKeys())]
-      const [, tb] = yield* Effect.all([sa.upgrade(raw, "initiator"), sb.upgrade(socketStream(server), "responder")], {
-        concurrency: 2
-      })
+      const other = socketStream(server)
+      const [, tb] = yield* Effect.all(
+        [sa.upgrade(raw, "initiator", opening(raw)), sb.upgrade(other, "responder", opening(other))],
+        { concurrency: 2 }
+      )
       const ended = yield* Deferred.make<ConnectionLost>()
       tb.receive({ onData: () => {}, onEnd: (reason) => Deferred.unsafeDone(ended, Effect.succeed(reason)) })
-      const header = Buffer.alloc(4)
-      header.writeUInt32BE(100, 0)
+      const header = Buffer.alloc(2)
+      header.writeUInt16BE(100, 0)
       yield* raw.write([header, Buffer.alloc(10)])
       yield* raw.destroy
       const reason = yield* Deferred.await(ended)

@@ -85,10 +85,13 @@ const headerOnly = (frame: Frame) => {
   return frame.header
 }
 
+/** The document's client speaks the plain-text session (§2), so the node under test is set to it explicitly. */
+const plain = { session: "plain" } as const
+
 describe("docs/protocol.md: a client written from the document", () => {
   it.scoped("opens a connection, passes the default handshake, and exchanges packets both ways", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const packets = yield* node.registry.subscribePackets
       const me = makeIdentity()
       const mine = makeHello(me, network)
@@ -172,7 +175,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("with a network key, both proofs carry the HMAC of section 8 and the channel becomes trusted", () =>
     Effect.gen(function* () {
-      const node = yield* startNode({ networkKey: "secret" })
+      const node = yield* startNode({ ...plain, networkKey: "secret" })
       const events = yield* node.registry.subscribeEvents
       const me = makeIdentity()
       const mine = makeHello(me, network)
@@ -216,7 +219,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("a peer of another network gets a Reject instead of the node's Hello, then the end of the stream", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const me = makeIdentity()
       const conn = yield* connect(node.port)
       yield* conn.write(PREAMBLE)
@@ -229,7 +232,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("a client that is not a P2PNET peer receives the preamble, a Reject, and is closed", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const conn = yield* connect(node.port)
       yield* conn.write(Buffer.from("GET / HTTP/1.1\r\n\r\n", "ascii"))
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
@@ -239,7 +242,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("a preamble announcing version 2 is answered with a Reject naming both versions", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const conn = yield* connect(node.port)
       yield* conn.write(Buffer.from([0x50, 0x32, 0x50, 0x4e, 0x45, 0x54, 0x00, 0x02]))
       assert.deepStrictEqual(yield* conn.readBytes(8), PREAMBLE)
@@ -249,7 +252,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("a Hello claiming the node's own NodeId gets a Reject instead of the node's Hello", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const me = makeIdentity()
       const conn = yield* connect(node.port)
       // section 3: an initiator may pipeline its preamble and its Hello
@@ -262,7 +265,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("a Hello announcing version 2 gets a Reject naming both versions instead of the node's Hello", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const me = makeIdentity()
       const conn = yield* connect(node.port)
       yield* conn.write(PREAMBLE, encodeFrame({ ...makeHello(me, network), version: 2 }))
@@ -273,7 +276,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("a Hello claiming a connected peer's NodeId fails the handshake and leaves that peer's channel open", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const packets = yield* node.registry.subscribePackets
       const me = makeIdentity()
       const mine = makeHello(me, network)
@@ -312,7 +315,7 @@ describe("docs/protocol.md: a client written from the document", () => {
 
   it.scoped("after the handshake, a length prefix over 16 MiB closes the connection without a Reject", () =>
     Effect.gen(function* () {
-      const node = yield* startNode()
+      const node = yield* startNode(plain)
       const events = yield* node.registry.subscribeEvents
       const me = makeIdentity()
       const mine = makeHello(me, network)

@@ -6,6 +6,7 @@
 import { Effect } from "effect"
 import * as net from "node:net"
 import { ConnectionLost, DialFailed } from "../schema/errors.js"
+import type { SessionPeer } from "../layers/NoiseTransport.js"
 
 /** The receiving end of a ByteStream. Called synchronously from socket events, in order. */
 export interface Receiver {
@@ -19,6 +20,8 @@ export interface ByteStream {
   readonly remotePort: number
   /** Set by a secure session that authenticated the peer's node key: the NodeId it proved. */
   readonly remoteNodeId?: string
+  /** Set by a secure session: what the peer proved (node, Ed25519 key, network). */
+  readonly peer?: SessionPeer
   /** Writes the chunks in order with one system call where possible; succeeds once the kernel has them. */
   readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
   /**

@@ -7,7 +7,8 @@
 import { Clock, Effect, Either, Queue } from "effect"
 import * as crypto from "node:crypto"
 import type { CloseReason } from "../schema/errors.js"
-import { ConnectionLost, PeerFlooding, ProtocolMismatch, RemoteRejected } from "../schema/errors.js"
+import { ConnectionLost, PeerFlooding, ProtocolMismatch, RemoteRejected, SessionMismatch } from "../schema/errors.js"
+import type { NodeId } from "../schema/ids.js"
 import { Hello, Reject } from "../schema/handshake.js"
 import type { NetworkSettings } from "../schema/settings.js"
 import type { FrameValue } from "../schema/wire.js"
@@ -20,6 +21,7 @@ import {
   PREAMBLE_LENGTH,
   PROTOCOL_VERSION
 } from "../schema/wire.js"
+import type { Preamble, SessionName } from "../schema/wire.js"
 import type { NodeKeys } from "../layers/NodeIdentity.js"
 import type { ByteStream } from "./Connection.js"
 import type { SecureSession } from "../layers/SecureSession.js"
@@ -69,7 +71,7 @@ export interface Link {
 
 /** Reads the remote's 8-byte preamble; bytes after it stay held in the stream. */
 const readPreamble = (stream: ByteStream) =>
-  Effect.async<number, ProtocolMismatch | ConnectionLost>((resume) => {
+  Effect.async<Preamble, ProtocolMismatch | ConnectionLost>((resume) => {
     let got = Buffer.alloc(0)
     stream.receive({
       onData: (chunk) => {
@@ -88,33 +90,46 @@ const readPreamble = (stream: ByteStream) =>
     })
   })
 
+/** Reads the remote's preamble and checks its version and session; a mismatch is answered with a Reject. */
+const checkPreamble = (stream: ByteStream, session: SessionName) =>
+  Effect.gen(function* () {
+    const remote = yield* readPreamble(stream)
+    if (remote.version !== PROTOCOL_VERSION) {
+      return yield* new ProtocolMismatch({
+        reason: `unsupported protocol version ${remote.version}; this node speaks ${PROTOCOL_VERSION}`
+      })
+    }
+    if (remote.session !== session) return yield* new SessionMismatch({ local: session, remote: remote.session })
+  }).pipe(
+    Effect.tapError((e) =>
+      e._tag === "ConnectionLost"
+        ? Effect.void
+        : stream.write([encodeFrame(Reject.make({ reason: e._tag === "ProtocolMismatch" ? e.reason : e.message }))])
+    )
+  )
+
 export interface EstablishOptions {
   readonly settings: NetworkSettings
   readonly keys: NodeKeys
   readonly secure: SecureSession["Type"]
   readonly listenPort: number
   readonly counters: ChannelCounters
+  /** Initiator: the node this address was dialled for, when known (an authenticating session refuses others). */
+  readonly expectedPeer?: NodeId
 }
 
 /**
- * Runs the connection-opening sequence of docs/protocol.md on a fresh stream: preamble both ways, session upgrade,
- * the initiator's Hello. The responder's Hello is sent by `admit`, after the responder has decided to accept (or a
- * Reject instead). A wrong preamble or version is answered with a Reject frame before failing.
+ * Runs the connection-opening sequence of docs/protocol.md on a fresh stream: the session upgrade (which exchanges
+ * the preambles), the initiator's Hello. The responder's Hello is sent by `admit`, after the responder has decided to
+ * accept (or a Reject instead). A wrong preamble, version or session is answered with a Reject frame before failing.
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function* () {
-    yield* stream.write([preamble()])
-    const version = yield* readPreamble(stream).pipe(
-      Effect.tapError((e) =>
-        e._tag === "ProtocolMismatch" ? stream.write([encodeFrame(Reject.make({ reason: e.reason }))]) : Effect.void
-      )
-    )
-    if (version !== PROTOCOL_VERSION) {
-      const reason = `unsupported protocol version ${version}; this node speaks ${PROTOCOL_VERSION}`
-      yield* stream.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore)
-      return yield* new ProtocolMismatch({ reason })
-    }
-    const secured = yield* opts.secure.upgrade(stream, role)
+    const secured = yield* opts.secure.upgrade(stream, role, {
+      preamble: preamble(PROTOCOL_VERSION, opts.secure.name),
+      remotePreamble: checkPreamble(stream, opts.secure.name),
+      ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
+    })
     const inbox = yield* Queue.unbounded<InboxItem>()
     const clock = yield* Effect.clock
     const localHello = Hello.make({
@@ -142,9 +157,13 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       yield* secured.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore)
       return yield* new ProtocolMismatch({ reason })
     }
-    // a secure session proved the peer's key: its Hello must name that node, not another
-    if (secured.remoteNodeId !== undefined && secured.remoteNodeId !== first.nodeId) {
-      const reason = `Hello names ${first.nodeId} but the secure session authenticated ${secured.remoteNodeId}`
+    // a secure session proved the peer's key: its Hello must name that node and key, not another
+    const proved = secured.peer
+    if (
+      proved !== undefined &&
+      (proved.nodeId !== first.nodeId || Buffer.from(proved.publicKey).toString("base64") !== first.publicKey)
+    ) {
+      const reason = `Hello names ${first.nodeId} but the secure session authenticated ${proved.nodeId}`
       yield* secured.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore)
       return yield* new ProtocolMismatch({ reason })
     }

@@ -8,7 +8,8 @@ import { IncomingTrust } from "./IncomingTrust.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PeerNetwork } from "./PeerNetwork.js"
 import { PeerRegistry } from "./PeerRegistry.js"
-import { SecureSession } from "./SecureSession.js"
+import type { SecureSession } from "./SecureSession.js"
+import { sessionLayer } from "./NoiseSession.js"
 import { NetworkConfig } from "./Settings.js"
 import { TrustHandshake } from "./TrustHandshake.js"
 import { BroadcastRotation, defaultRoutinesLayer } from "./DefaultRoutines.js"
@@ -30,7 +31,11 @@ export interface NetworkOverrides {
   readonly identity?: Layer.Layer<NodeIdentity, KeyFileError, NetworkConfig>
   readonly trust?: Layer.Layer<IncomingTrust, never, NetworkConfig>
   readonly handshake?: Layer.Layer<TrustHandshake>
-  readonly secure?: Layer.Layer<SecureSession>
+  /**
+   * How channels are protected (default: `sessionLayer`, Noise unless NetworkSettings.session is "plain"). For
+   * example `noiseSessionLayer({ rekeyInterval })`, or `SecureSession.plain`.
+   */
+  readonly secure?: Layer.Layer<SecureSession, never, NetworkConfig | NodeIdentity>
   /** What the RotateBroadcastPort routine calls; LAN discovery provides it. */
   readonly broadcastRotation?: Layer.Layer<BroadcastRotation>
   /**
@@ -94,14 +99,14 @@ export const networkLayer = (
     Layer.provideMerge(
       PeerRegistry.layer(overrides.packetBuffer === undefined ? {} : { packetBuffer: overrides.packetBuffer })
     ),
-    Layer.provideMerge(overrides.identity ?? NodeIdentity.layerConfig),
     Layer.provide(
       Layer.mergeAll(
         overrides.trust ?? IncomingTrust.layer,
         overrides.handshake ?? TrustHandshake.layer,
-        overrides.secure ?? SecureSession.plain
+        overrides.secure ?? sessionLayer
       )
-    )
+    ),
+    Layer.provideMerge(overrides.identity ?? NodeIdentity.layerConfig)
   )
   const tasks = NetworkTaskHandler.layer.pipe(
     Layer.provide(

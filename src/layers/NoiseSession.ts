@@ -1,237 +1,286 @@
 /**
- * An opt-in SecureSession: a Noise XX handshake (X25519, ChaChaPoly, BLAKE2b, from `noise-handshake`) after the
- * plain preamble, then every byte goes in transport frames (u32 length + ciphertext). The handshake payload binds the
- * Noise static key to the node's Ed25519 identity, so the returned stream knows the peer's NodeId (`remoteNodeId`).
- * Not the default yet (issue 7): pass `secure: noiseSessionLayer(keys)` to networkLayer on both sides.
+ * The default SecureSession: a Noise XX handshake (Noise_XX_25519_ChaChaPoly_BLAKE2b, from `noise-handshake`), then
+ * every byte in Noise transport messages encrypted with node:crypto's ChaCha20-Poly1305 (NoiseTransport.ts).
+ *
+ * The handshake payload (messages 2 and 3) binds the Noise static key to the node's Ed25519 identity key by a
+ * signature, carries the network name, and, when a network key is set, an HMAC proving the sender knows it, bound to
+ * this handshake. So each side learns and checks the remote NodeId and network during the handshake itself; the trust
+ * handshake that follows can rely on it (TrustHandshake's default then needs no message of its own). docs/protocol.md
+ * §17 has the byte layout.
+ *
+ * Round trips: the initiator sends its preamble and message 1 together, the responder its preamble and message 2,
+ * and the initiator message 3 with its first frame (the Hello), so a channel opens in two round trips.
  */
 import { Effect, Layer } from "effect"
+import * as crypto from "node:crypto"
 // @ts-expect-error noise-handshake ships no type declarations
 import NoiseState from "noise-handshake"
 // @ts-expect-error noise-handshake ships no type declarations
-import CipherState from "noise-handshake/cipher"
-// @ts-expect-error noise-handshake ships no type declarations
 import curve from "noise-handshake/dh"
-import type { ByteStream, Receiver } from "../actors/Connection.js"
-import { ConnectionLost, HandshakeFailed } from "../schema/errors.js"
+import type { ByteStream } from "../actors/Connection.js"
+import { ConnectionLost, HandshakeFailed, PeerIdentityMismatch } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
+import type { NetworkSettings } from "../schema/settings.js"
+import { encodeFrame } from "../schema/wire.js"
+import { Reject } from "../schema/handshake.js"
 import type { NodeKeys } from "./NodeIdentity.js"
-import { nodeIdFromPublicKey, verifySignature } from "./NodeIdentity.js"
+import { NodeIdentity, nodeIdFromPublicKey, verifySignature } from "./NodeIdentity.js"
+import { NoiseCipher, secureTransport, MAX_MESSAGE } from "./NoiseTransport.js"
+import type { SessionPeer } from "./NoiseTransport.js"
 import { SecureSession } from "./SecureSession.js"
+import type { Opening, UpgradeError } from "./SecureSession.js"
+import { NetworkConfig } from "./Settings.js"
 
-/** Noise caps every message (handshake or transport) at 65535 bytes; 16 of them are the Poly1305 tag. */
-const MAX_MESSAGE = 65535
-const MAX_PLAINTEXT = MAX_MESSAGE - 16
+export { NoiseCipher, MAX_MESSAGE } from "./NoiseTransport.js"
+export type { SecureByteStream, SessionPeer } from "./NoiseTransport.js"
+
 /** What the Ed25519 key signs: a domain label then the Noise static public key. */
 const BINDING_LABEL = Buffer.from("effect-p2pnet noise static key v1:")
+const PROOF_LABEL = Buffer.from("effect-p2pnet network key proof v1:")
+const PAYLOAD_VERSION = 1
 
-interface Cipher {
-  readonly encrypt: (plaintext: Uint8Array) => Buffer
-  readonly decrypt: (ciphertext: Uint8Array) => Buffer
-}
 interface Handshake {
   readonly initialise: (prologue: Uint8Array) => void
   readonly send: (payload?: Uint8Array) => Buffer
   readonly recv: (message: Uint8Array) => Buffer
+  readonly getHandshakeHash: () => Buffer
   readonly rs: Buffer | null
   readonly rx: Buffer
   readonly tx: Buffer
 }
-interface KeyPair {
+export interface StaticKeyPair {
   readonly publicKey: Buffer
   readonly secretKey: Buffer
 }
-const newHandshake = (initiator: boolean, staticKeys: KeyPair): Handshake => new NoiseState("XX", initiator, staticKeys)
-const newCipher = (key: Buffer): Cipher => new CipherState(key)
-
-/** A ByteStream after a Noise handshake: it also tells which node the peer proved to be. */
-export interface SecureByteStream extends ByteStream {
-  readonly remoteNodeId: NodeId
-}
+const newHandshake = (initiator: boolean, staticKeys: StaticKeyPair): Handshake =>
+  new NoiseState("XX", initiator, staticKeys)
+/** A fresh X25519 key pair for the Noise static key. */
+export const generateStaticKeys = (): StaticKeyPair => curve.generateKeyPair()
 
 export interface NoiseOptions {
-  /** A handshake that has not completed after this long fails with HandshakeFailed (default 10 s). */
+  /** A handshake that has not completed after this long fails with HandshakeFailed (default: the settings'). */
   readonly handshakeTimeoutMillis?: number
+  /** Transport messages per direction between two rekeys (default 2^20). Both sides must use the same value. */
+  readonly rekeyInterval?: number
+  /** The Noise static key (default: a fresh one per layer). Tests use it to show forward secrecy. */
+  readonly staticKeys?: StaticKeyPair
 }
 
-const lengthPrefix = (n: number) => {
-  const b = Buffer.allocUnsafe(4)
-  b.writeUInt32BE(n, 0)
+const u16 = (n: number) => {
+  const b = Buffer.allocUnsafe(2)
+  b.writeUInt16BE(n, 0)
   return b
 }
 
-/** Reads one length-prefixed handshake message; bytes after it are handed back to the stream for the next reader. */
+/** Reads one u16-length-prefixed handshake message; bytes after it are handed back to the stream. */
 const readMessage = (stream: ByteStream) =>
-  Effect.async<Buffer, ConnectionLost | HandshakeFailed>((resume) => {
+  Effect.async<Buffer, ConnectionLost>((resume) => {
     let buf = Buffer.alloc(0)
     stream.receive({
       onData: (chunk) => {
         buf = buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([buf, chunk])
-        if (buf.length < 4) return
-        const len = buf.readUInt32BE(0)
-        if (len > MAX_MESSAGE) {
-          stream.receive(undefined)
-          return resume(Effect.fail(new HandshakeFailed({ reason: `noise handshake message of ${len} bytes` })))
-        }
-        if (buf.length < 4 + len) return
-        stream.receive(undefined, buf.subarray(4 + len))
-        resume(Effect.succeed(buf.subarray(4, 4 + len)))
+        if (buf.length < 2) return
+        const len = buf.readUInt16BE(0)
+        if (buf.length < 2 + len) return
+        stream.receive(undefined, buf.subarray(2 + len))
+        resume(Effect.succeed(buf.subarray(2, 2 + len)))
       },
-      onEnd: (reason) => resume(Effect.fail(reason))
+      onEnd: (reason) =>
+        resume(Effect.fail(new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` })))
     })
     return Effect.sync(() => stream.receive(undefined))
   })
 
-const identityPayload = (keys: NodeKeys, staticKey: Uint8Array) =>
-  Buffer.concat([keys.publicKey, keys.sign(Buffer.concat([BINDING_LABEL, staticKey]))])
+const networkProof = (settings: NetworkSettings, role: "initiator" | "responder", hash: Uint8Array) =>
+  settings.networkKey === ""
+    ? Buffer.alloc(0)
+    : crypto
+        .createHmac("sha256", settings.networkKey)
+        .update(PROOF_LABEL)
+        .update(role)
+        .update("\n")
+        .update(settings.network)
+        .update("\n")
+        .update(hash)
+        .digest()
 
-/** Checks the peer's payload: its Ed25519 key signed the Noise static key the handshake authenticated. */
-const checkIdentity = (payload: Buffer, remoteStatic: Buffer | null): NodeId | undefined => {
-  if (payload.length !== 96 || remoteStatic === null) return undefined
-  const publicKey = payload.subarray(0, 32)
-  const ok = verifySignature(publicKey, Buffer.concat([BINDING_LABEL, remoteStatic]), payload.subarray(32))
-  return ok ? nodeIdFromPublicKey(publicKey) : undefined
+/** version u8 | Ed25519 key 32 | binding signature 64 | network length u16 | network | proof length u8 | proof */
+const encodePayload = (keys: NodeKeys, binding: Uint8Array, network: string, proof: Buffer) => {
+  const net = Buffer.from(network, "utf8")
+  return Buffer.concat([
+    Buffer.from([PAYLOAD_VERSION]),
+    keys.publicKey,
+    binding,
+    u16(net.length),
+    net,
+    Buffer.from([proof.length]),
+    proof
+  ])
 }
 
-const handshake = (stream: ByteStream, role: "initiator" | "responder", keys: NodeKeys, staticKeys: KeyPair) =>
-  Effect.gen(function* () {
-    const noise = newHandshake(role === "initiator", staticKeys)
-    const step = <A>(f: () => A) =>
-      Effect.try({
-        try: f,
-        catch: (e) => new HandshakeFailed({ reason: `noise: ${e instanceof Error ? e.message : String(e)}` })
-      })
-    const send = (payload?: Uint8Array) =>
-      step(() => noise.send(payload)).pipe(Effect.flatMap((m) => stream.write([lengthPrefix(m.length), m])))
-    const recv = readMessage(stream).pipe(Effect.flatMap((m) => step(() => noise.recv(m))))
-    const verify = (payload: Buffer) => {
-      const id = checkIdentity(payload, noise.rs)
-      return id === undefined
-        ? Effect.fail(new HandshakeFailed({ reason: "noise: peer's identity signature does not match its static key" }))
-        : Effect.succeed(id)
-    }
-    yield* step(() => noise.initialise(Buffer.alloc(0)))
-    const mine = identityPayload(keys, staticKeys.publicKey)
-    if (role === "initiator") {
-      yield* send()
-      const remote = yield* recv.pipe(Effect.flatMap(verify))
-      yield* send(mine)
-      return { remote, tx: newCipher(noise.tx), rx: newCipher(noise.rx) }
-    }
-    yield* recv
-    yield* send(mine)
-    const remote = yield* recv.pipe(Effect.flatMap(verify))
-    return { remote, tx: newCipher(noise.tx), rx: newCipher(noise.rx) }
-  })
-
-/**
- * Wraps `stream` in transport frames. Any frame that fails to decrypt (a flipped bit, a replayed, reordered or
- * truncated frame: the nonce counter makes them all authentication failures) ends the stream with ConnectionLost and
- * destroys the socket.
- */
-const transport = (stream: ByteStream, remoteNodeId: NodeId, tx: Cipher, rx: Cipher): SecureByteStream => {
-  let receiver: Receiver | undefined
-  const held: Array<Uint8Array> = []
-  let ended: ConnectionLost | undefined
-  let buf = Buffer.alloc(0)
-  const end = (reason: ConnectionLost) => {
-    if (ended !== undefined) return
-    ended = reason
-    stream.receive(undefined)
-    Effect.runFork(stream.destroy)
-    receiver?.onEnd(reason)
-  }
-  const deliver = (plain: Uint8Array) => {
-    if (receiver !== undefined) receiver.onData(plain)
-    else held.push(plain)
-  }
-  const inner: Receiver = {
-    onData: (chunk) => {
-      buf = buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([buf, chunk])
-      while (ended === undefined && buf.length >= 4) {
-        const len = buf.readUInt32BE(0)
-        if (len > MAX_MESSAGE || len < 16) return end(new ConnectionLost({ detail: `noise: bad frame length ${len}` }))
-        if (buf.length < 4 + len) return
-        const frame = buf.subarray(4, 4 + len)
-        buf = buf.subarray(4 + len)
-        let plain: Buffer
-        try {
-          plain = rx.decrypt(frame)
-        } catch {
-          return end(
-            new ConnectionLost({ detail: "noise: frame failed authentication (tampered, replayed or reordered)" })
-          )
-        }
-        deliver(plain)
-      }
-    },
-    onEnd: (reason) =>
-      end(
-        buf.length > 0 ? new ConnectionLost({ detail: `noise: stream truncated mid-frame (${reason.detail})` }) : reason
-      )
-  }
-  const encryptAll = (chunks: ReadonlyArray<Uint8Array>): Array<Uint8Array> => {
-    const out: Array<Uint8Array> = []
-    for (const chunk of chunks) {
-      for (let at = 0; at < chunk.length; at += MAX_PLAINTEXT) {
-        const ct = tx.encrypt(chunk.subarray(at, Math.min(chunk.length, at + MAX_PLAINTEXT)))
-        out.push(lengthPrefix(ct.length), ct)
-      }
-    }
-    return out
-  }
-  const writeLock = Effect.unsafeMakeSemaphore(1)
-  stream.receive(inner)
+interface Payload {
+  readonly publicKey: Buffer
+  readonly signature: Buffer
+  readonly network: string
+  readonly proof: Buffer
+}
+const decodePayload = (b: Buffer): Payload | undefined => {
+  if (b.length < 1 + 32 + 64 + 2 + 1 || b[0] !== PAYLOAD_VERSION) return undefined
+  const netLen = b.readUInt16BE(97)
+  if (b.length < 99 + netLen + 1) return undefined
+  const proofLen = b[99 + netLen]!
+  if (b.length !== 99 + netLen + 1 + proofLen) return undefined
   return {
-    remoteNodeId,
-    remoteAddress: stream.remoteAddress,
-    remotePort: stream.remotePort,
-    // one writer at a time from encryption to the socket, so concurrent writers cannot send nonces out of order
-    write: (chunks) =>
-      writeLock.withPermits(1)(
-        Effect.suspend(() => (ended !== undefined ? Effect.fail(ended) : stream.write(encryptAll(chunks))))
-      ),
-    receive: (r, unread) => {
-      receiver = r
-      if (r === undefined) {
-        if (unread !== undefined && unread.length > 0) held.unshift(unread)
-        // hold ciphertext in the socket until a receiver is back
-        if (ended === undefined) stream.receive(undefined)
-        return
-      }
-      while (held.length > 0 && receiver === r) r.onData(held.shift()!)
-      if (receiver !== r) return
-      if (ended !== undefined) r.onEnd(ended)
-      else stream.receive(inner)
-    },
-    pause: stream.pause,
-    resume: stream.resume,
-    destroy: stream.destroy,
-    bytesWritten: stream.bytesWritten
+    publicKey: b.subarray(1, 33),
+    signature: b.subarray(33, 97),
+    network: b.subarray(99, 99 + netLen).toString("utf8"),
+    proof: b.subarray(100 + netLen)
   }
 }
 
 /**
- * A SecureSession running Noise XX bound to `keys`. Both sides must use it; a plain peer fails the handshake.
+ * One per node: the static key, its binding signature (made once), and a small cache of bindings already verified
+ * (the same identity key, static key and signature always verify the same way), so repeated connections between the
+ * same nodes skip the Ed25519 verification.
+ */
+const makeNoise = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions) => {
+  const staticKeys = options.staticKeys ?? generateStaticKeys()
+  const binding = keys.sign(Buffer.concat([BINDING_LABEL, staticKeys.publicKey]))
+  const verified = new Map<string, NodeId>()
+  const rekeyInterval = options.rekeyInterval ?? 2 ** 20
+  const timeout = options.handshakeTimeoutMillis ?? settings.handshakeTimeoutMillis
+
+  /** The remote's identity from its payload, or why it is not acceptable. */
+  const check = (
+    payload: Payload | undefined,
+    remoteStatic: Buffer | null,
+    proofRole: "initiator" | "responder",
+    hash: Uint8Array
+  ): { peer: SessionPeer } | { problem: string } => {
+    if (payload === undefined || remoteStatic === null) return { problem: "malformed noise identity payload" }
+    const cacheKey = Buffer.concat([payload.publicKey, remoteStatic, payload.signature]).toString("base64")
+    let id = verified.get(cacheKey)
+    if (id === undefined) {
+      if (!verifySignature(payload.publicKey, Buffer.concat([BINDING_LABEL, remoteStatic]), payload.signature)) {
+        return { problem: "peer's identity signature does not match its noise static key" }
+      }
+      id = nodeIdFromPublicKey(payload.publicKey)
+      if (verified.size >= 1024) verified.clear()
+      verified.set(cacheKey, id)
+    }
+    if (payload.network !== settings.network) {
+      return {
+        problem: `network mismatch: peer is in ${JSON.stringify(payload.network)}, this node in ${JSON.stringify(
+          settings.network
+        )}`
+      }
+    }
+    if (settings.networkKey !== "") {
+      const expected = networkProof(settings, proofRole, hash)
+      if (payload.proof.length !== expected.length || !crypto.timingSafeEqual(payload.proof, expected)) {
+        return { problem: "network key proof failed (the peer does not know this network's key)" }
+      }
+    }
+    return { peer: { nodeId: id, publicKey: new Uint8Array(payload.publicKey), network: payload.network } }
+  }
+
+  const handshake = (stream: ByteStream, role: "initiator" | "responder", opening: Opening) =>
+    Effect.gen(function* () {
+      const noise = newHandshake(role === "initiator", staticKeys)
+      const step = <A>(f: () => A) =>
+        Effect.try({
+          try: f,
+          catch: (e) => new HandshakeFailed({ reason: `noise: ${e instanceof Error ? e.message : String(e)}` })
+        })
+      const message = (m: Buffer) => [u16(m.length), m]
+      const recv = readMessage(stream).pipe(Effect.flatMap((m) => step(() => noise.recv(m))))
+      const transportFor = (peer: SessionPeer) =>
+        secureTransport(
+          stream,
+          peer,
+          new NoiseCipher(noise.tx, rekeyInterval),
+          new NoiseCipher(noise.rx, rekeyInterval)
+        )
+      yield* step(() => noise.initialise(Buffer.alloc(0)))
+
+      if (role === "initiator") {
+        const m1 = yield* step(() => noise.send())
+        // the preamble and message 1 leave together; the remote's preamble is checked before reading message 2
+        yield* stream.write([opening.preamble, ...message(m1)])
+        const h1 = Buffer.from(noise.getHandshakeHash())
+        yield* opening.remotePreamble
+        const theirs = check(decodePayload(yield* recv), noise.rs, "responder", h1)
+        const m3 = yield* step(() =>
+          noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "initiator", h1)))
+        )
+        yield* stream.write(message(m3))
+        if ("problem" in theirs) {
+          // tell the responder why, inside the session it can now read
+          const secured = transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" })
+          yield* secured.write([encodeFrame(Reject.make({ reason: theirs.problem }))]).pipe(Effect.ignore)
+          yield* stream.destroy
+          return yield* new HandshakeFailed({ reason: theirs.problem })
+        }
+        return transportFor(theirs.peer)
+      }
+      yield* stream.write([opening.preamble])
+      yield* opening.remotePreamble
+      yield* recv
+      const h1 = Buffer.from(noise.getHandshakeHash())
+      const m2 = yield* step(() =>
+        noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "responder", h1)))
+      )
+      yield* stream.write(message(m2))
+      const theirs = check(decodePayload(yield* recv), noise.rs, "initiator", h1)
+      if ("problem" in theirs) {
+        const secured = transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" })
+        yield* secured.write([encodeFrame(Reject.make({ reason: theirs.problem }))]).pipe(Effect.ignore)
+        yield* stream.destroy
+        return yield* new HandshakeFailed({ reason: theirs.problem })
+      }
+      return transportFor(theirs.peer)
+    })
+
+  return SecureSession.of({
+    name: "noise",
+    upgrade: (stream, role, opening) =>
+      handshake(stream, role, opening).pipe(
+        Effect.timeoutFail({
+          duration: timeout,
+          onTimeout: () => new HandshakeFailed({ reason: `noise handshake did not complete in ${timeout} ms` })
+        }),
+        Effect.flatMap((secured): Effect.Effect<ByteStream, UpgradeError | PeerIdentityMismatch> =>
+          opening.expectedPeer !== undefined && secured.remoteNodeId !== opening.expectedPeer
+            ? Effect.zipRight(
+                secured.write([encodeFrame(Reject.make({ reason: "not the node this connection was meant for" }))]),
+                Effect.fail(new PeerIdentityMismatch({ expected: opening.expectedPeer, actual: secured.remoteNodeId }))
+              ).pipe(Effect.ensuring(stream.destroy))
+            : Effect.succeed(secured)
+        ),
+        Effect.withSpan("NoiseSession.handshake", { attributes: { role } })
+      )
+  })
+}
+
+/** A Noise session bound to `keys` with the given settings (tests and custom assemblies). */
+export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions = {}) =>
+  makeNoise(keys, settings, options)
+
+/**
+ * The Noise session for this node's identity and settings, whatever NetworkSettings.session says.
  *
  * @example
- * const keys = generateKeys()
- * networkLayer({ identity: NodeIdentity.layerKeys(keys), secure: noiseSessionLayer(keys) })
+ * networkLayer({ secure: noiseSessionLayer({ rekeyInterval: 1024 }) })
  */
-export const noiseSessionLayer = (keys: NodeKeys, options: NoiseOptions = {}): Layer.Layer<SecureSession> =>
-  Layer.sync(SecureSession, () => {
-    // one static Noise key per node run; forward secrecy comes from the per-handshake ephemeral keys
-    const staticKeys: KeyPair = curve.generateKeyPair()
-    const timeout = options.handshakeTimeoutMillis ?? 10_000
-    return SecureSession.of({
-      name: "noise",
-      upgrade: (stream, role) =>
-        handshake(stream, role, keys, staticKeys).pipe(
-          Effect.timeoutFail({
-            duration: timeout,
-            onTimeout: () => new HandshakeFailed({ reason: `noise handshake did not complete in ${timeout} ms` })
-          }),
-          Effect.map(({ remote, rx, tx }): ByteStream => transport(stream, remote, tx, rx)),
-          Effect.withSpan("NoiseSession.handshake", { attributes: { role } })
-        )
-    })
-  })
+export const noiseSessionLayer = (
+  options: NoiseOptions = {}
+): Layer.Layer<SecureSession, never, NetworkConfig | NodeIdentity> =>
+  Layer.effect(
+    SecureSession,
+    Effect.map(Effect.all([NodeIdentity, NetworkConfig]), ([keys, settings]) => makeNoise(keys, settings, options))
+  )
+
+/** The default session: Noise, or clear text when NetworkSettings.session is "plain". */
+export const sessionLayer: Layer.Layer<SecureSession, never, NetworkConfig | NodeIdentity> = Layer.unwrapEffect(
+  Effect.map(NetworkConfig, (settings) => (settings.session === "plain" ? SecureSession.plain : noiseSessionLayer()))
+)

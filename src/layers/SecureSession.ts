@@ -1,21 +1,52 @@
 /**
- * The seam between the socket and the framing. After the plain-text preamble, every connection's ByteStream is
- * passed through `SecureSession.upgrade`; an encrypting implementation returns a ByteStream that encrypts what is
- * written and decrypts what is received. The default `plain` layer returns the stream unchanged.
+ * The seam between the socket and the framing. Every connection's ByteStream passes through `SecureSession.upgrade`
+ * right after the TCP connect: it writes this node's preamble, checks the remote's (`opening`), and returns the stream
+ * the framing runs on. The default, `layer`, follows NetworkSettings.session: the Noise session (NoiseSession.ts,
+ * encrypted and authenticated, bound to the node key) unless "plain" was chosen explicitly, which returns the stream
+ * unchanged. Both sides must choose the same; a mismatch is refused with a reason (SessionMismatch), never downgraded.
  */
 import { Context, Effect, Layer } from "effect"
 import type { ByteStream } from "../actors/Connection.js"
-import type { ConnectionLost, HandshakeFailed } from "../schema/errors.js"
+import type {
+  ConnectionLost,
+  HandshakeFailed,
+  PeerIdentityMismatch,
+  ProtocolMismatch,
+  SessionMismatch
+} from "../schema/errors.js"
+import type { NodeId } from "../schema/ids.js"
+import type { SessionName } from "../schema/wire.js"
+
+/** What the connection opening gives a session: the preamble to send first and how to check the remote's. */
+export interface Opening {
+  /** This node's preamble (it announces the session). Written before or with the session's first message. */
+  readonly preamble: Uint8Array
+  /** Reads and checks the remote's preamble; run before the session's first read. */
+  readonly remotePreamble: Effect.Effect<void, ProtocolMismatch | SessionMismatch | ConnectionLost>
+  /** The node this connection was dialled for, when known: a session that authenticates peers must refuse others. */
+  readonly expectedPeer?: NodeId
+}
+
+export type UpgradeError = ConnectionLost | HandshakeFailed | ProtocolMismatch | SessionMismatch | PeerIdentityMismatch
 
 export class SecureSession extends Context.Tag("effect-p2pnet/SecureSession")<
   SecureSession,
   {
-    readonly name: string
+    readonly name: SessionName
     readonly upgrade: (
       stream: ByteStream,
-      role: "initiator" | "responder"
-    ) => Effect.Effect<ByteStream, ConnectionLost | HandshakeFailed>
+      role: "initiator" | "responder",
+      opening: Opening
+    ) => Effect.Effect<ByteStream, UpgradeError>
   }
 >() {
-  static readonly plain = Layer.succeed(this, this.of({ name: "plain", upgrade: (stream) => Effect.succeed(stream) }))
+  /** Clear text: frames go over the socket as they are. Only for debugging and the compatibility profile. */
+  static readonly plain = Layer.succeed(
+    this,
+    this.of({
+      name: "plain",
+      upgrade: (stream, _role, opening) =>
+        stream.write([opening.preamble]).pipe(Effect.zipRight(opening.remotePreamble), Effect.as(stream))
+    })
+  )
 }

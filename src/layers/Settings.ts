@@ -24,6 +24,7 @@ export const networkSettingsFromEnv = Effect.gen(function* () {
   const c = yield* Config.all({
     network: str("P2P_NETWORK", d.network),
     networkKey: str("P2P_NETWORK_KEY", d.networkKey),
+    session: Config.literal("noise", "plain")("P2P_SESSION").pipe(Config.withDefault(d.session)),
     host: str("P2P_HOST", d.host),
     port: Config.integer("P2P_PORT").pipe(
       Config.validate({

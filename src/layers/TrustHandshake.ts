@@ -1,5 +1,6 @@
 /**
- * The trust handshake, run on every new channel after the Hello exchange when RunDefaultTrustProtocol is set.
+ * The trust handshake, run on every new channel after the Hello exchange when RunDefaultTrustProtocol is set. It
+ * runs over the secure session and can rely on what the session proved (`HandshakeContext.session`).
  * Replace it with a Layer (`Layer.succeed(TrustHandshake, TrustHandshake.of({ run }))`). The default one replaces the
  * original's "Ping from" strings (B15): each side signs the other's fresh nonce with its Ed25519 key, proves it
  * knows the optional network key, and both exchange a verdict. docs/protocol.md gives the exact transcript.
@@ -13,6 +14,7 @@ import { HandshakeProof, HandshakeVerdict } from "../schema/handshake.js"
 import type { HandshakeMessage } from "../schema/handshake.js"
 import type { NetworkSettings } from "../schema/settings.js"
 import type { NodeKeys } from "./NodeIdentity.js"
+import type { SessionPeer } from "./NoiseTransport.js"
 import { nodeIdFromPublicKey, verifySignature } from "./NodeIdentity.js"
 
 /** What a handshake concluded. `Untrusted` keeps the channel open without trust; `Rejected` closes it. */
@@ -29,6 +31,11 @@ export interface HandshakeContext {
   readonly local: NodeKeys
   readonly localHello: Hello
   readonly remoteHello: Hello
+  /**
+   * What the secure session proved during its own handshake (Noise: the remote's node key and network, with the
+   * network key when one is set); absent on a plain-text channel. The remote's Hello names the same node and key.
+   */
+  readonly session?: SessionPeer
   readonly settings: NetworkSettings
   readonly send: (message: HandshakeMessage) => Effect.Effect<void, ConnectionLost>
   /** The next handshake message from the remote; fails if the connection ends first. */
@@ -86,7 +93,19 @@ const expect = <T extends HandshakeMessage["_tag"]>(ctx: HandshakeContext, tag: 
       : Effect.fail(new HandshakeFailed({ reason: `expected ${tag}, got ${m._tag}` }))
   )
 
+/**
+ * The default trust handshake. Over a Noise session the peer already proved its key, node id and network (and the
+ * network key) inside the Noise handshake, so it is trusted without another message; on a plain-text channel both
+ * sides exchange HandshakeProof and HandshakeVerdict.
+ */
 export const defaultHandshake = (ctx: HandshakeContext): Effect.Effect<Verdict, HandshakeFailed | ConnectionLost> =>
+  ctx.session !== undefined &&
+  ctx.session.nodeId === ctx.remoteHello.nodeId &&
+  ctx.session.network === ctx.settings.network
+    ? Effect.succeed(Verdict.Trusted())
+    : proofExchange(ctx)
+
+const proofExchange = (ctx: HandshakeContext): Effect.Effect<Verdict, HandshakeFailed | ConnectionLost> =>
   Effect.gen(function* () {
     const data = transcript(ctx.settings.network, ctx.localHello, ctx.remoteHello)
     yield* ctx.send(

@@ -58,6 +58,32 @@ export class ProtocolMismatch extends Schema.TaggedError<ProtocolMismatch>()("Pr
   }
 }
 
+/**
+ * The two sides announced different session protections in their preambles (one "noise", one "plain"). Neither
+ * downgrades: plain text must be chosen explicitly on both sides.
+ */
+export class SessionMismatch extends Schema.TaggedError<SessionMismatch>()("SessionMismatch", {
+  local: Schema.String,
+  remote: Schema.String
+}) {
+  override get message() {
+    return this.local === "plain"
+      ? `peer requires a ${this.remote} session; this node is set to plain text (session: "plain")`
+      : `peer offers a ${this.remote} session; this node requires ${this.local} and never falls back to plain text ` +
+          `(plain text must be set explicitly on both sides: session "plain")`
+  }
+}
+
+/** The peer authenticated as another node than the one it was dialled for. */
+export class PeerIdentityMismatch extends Schema.TaggedError<PeerIdentityMismatch>()("PeerIdentityMismatch", {
+  expected: Schema.String,
+  actual: Schema.String
+}) {
+  override get message() {
+    return `peer proved it is ${this.actual}, but it was dialled as ${this.expected}`
+  }
+}
+
 export class HandshakeTimeout extends Schema.TaggedError<HandshakeTimeout>()("HandshakeTimeout", {
   millis: Schema.Number
 }) {
@@ -120,6 +146,8 @@ export class LocalClose extends Schema.TaggedError<LocalClose>()("LocalClose", {
 export type CloseReason =
   | FrameError
   | ProtocolMismatch
+  | SessionMismatch
+  | PeerIdentityMismatch
   | HandshakeTimeout
   | HandshakeFailed
   | PeerFlooding

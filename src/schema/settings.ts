@@ -30,6 +30,12 @@ export class NetworkSettings extends Schema.Class<NetworkSettings>("NetworkSetti
   network: Schema.optionalWith(Schema.String, { default: () => "p2pnet" }),
   /** Optional pre-shared network key; when set, peers must prove they know it. */
   networkKey: Schema.optionalWith(Schema.String, { default: () => "" }),
+  /**
+   * How every channel is protected: "noise" (default) runs a Noise XX handshake bound to the node's Ed25519 key and
+   * encrypts and authenticates every byte; "plain" sends frames in clear text. Both sides must choose the same: a
+   * noise node refuses a plain peer (and the reverse) with a Reject saying why, it never downgrades.
+   */
+  session: Schema.optionalWith(Schema.Literal("noise", "plain"), { default: () => "noise" as const }),
   /** Address the listener binds. */
   host: Schema.optionalWith(Schema.String, { default: () => "0.0.0.0" }),
   /** TCP listening port; 0 lets the OS pick a free one (observable as PeerNetwork.port). */

@@ -11,25 +11,38 @@ import { DataTransmission, Disconnect, Identity, PeerGroup, PureMessage } from "
 import type { Packet } from "./packets.js"
 
 export const PROTOCOL_VERSION = 1
-/** "P2PNET" followed by the protocol version as an unsigned 16-bit big-endian integer. */
+/** "P2PNET", then the session the sender speaks (one byte, SESSION_CODES), then the protocol version (one byte). */
 export const PREAMBLE_MAGIC = Buffer.from("P2PNET", "ascii")
 export const PREAMBLE_LENGTH = 8
 export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
-export const preamble = (version: number = PROTOCOL_VERSION): Buffer => {
+/** The preamble's session byte: how everything after the preamble is protected. */
+export const SESSION_CODES = { plain: 0, noise: 1 } as const
+export type SessionName = keyof typeof SESSION_CODES
+const sessionNames: ReadonlyArray<SessionName> = ["plain", "noise"]
+
+export const preamble = (version: number = PROTOCOL_VERSION, session: SessionName = "plain"): Buffer => {
   const b = Buffer.alloc(PREAMBLE_LENGTH)
   PREAMBLE_MAGIC.copy(b, 0)
-  b.writeUInt16BE(version, 6)
+  b.writeUInt8(SESSION_CODES[session], 6)
+  b.writeUInt8(version & 0xff, 7)
   return b
 }
 
-/** Reads a preamble: the remote's version, or a reason it is not a P2PNET peer. */
-export const parsePreamble = (bytes: Uint8Array): Either.Either<number, string> => {
+export interface Preamble {
+  readonly version: number
+  /** The session the remote speaks, or `unknown (code)` for a code this node does not know. */
+  readonly session: SessionName | `unknown (${number})`
+}
+
+/** Reads a preamble: the remote's version and session, or a reason it is not a P2PNET peer. */
+export const parsePreamble = (bytes: Uint8Array): Either.Either<Preamble, string> => {
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   if (b.length < PREAMBLE_LENGTH || !b.subarray(0, 6).equals(PREAMBLE_MAGIC)) {
     return Either.left('not a P2PNET peer (missing "P2PNET" preamble)')
   }
-  return Either.right(b.readUInt16BE(6))
+  const code = b.readUInt8(6)
+  return Either.right({ version: b.readUInt8(7), session: sessionNames[code] ?? `unknown (${code})` })
 }
 
 /** Everything that can travel in a frame. */
