@@ -121,7 +121,8 @@ const make = Effect.gen(function* () {
     })
 
   const dial = (candidate: PeerAddress) =>
-    network.dial(candidate.address, candidate.port).pipe(
+    // a peer listed with its identifier must prove it in the Noise handshake (PeerIdentityMismatch otherwise)
+    network.dial(candidate.address, candidate.port, candidate.id === null ? {} : { id: candidate.id }).pipe(
       Effect.tap(() => count("dialled")),
       Effect.tapError((e) =>
         Effect.zipRight(count("failed"), Effect.logDebug(`could not connect to ${candidate.label}: ${e.message}`))

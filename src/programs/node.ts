@@ -33,6 +33,9 @@ import { bootstrapClientLayer, bootstrapSettingsFromEnv } from "../layers/Bootst
 import { PublicAddress } from "../layers/PublicAddress.js"
 import { FetchHttpClient } from "@effect/platform"
 import { bootstrapCommand } from "./bootstrap.js"
+import { compatSettingsFromEnv } from "../layers/Compat.js"
+import { compatLayerFrom } from "../layers/Compatibility.js"
+import { CompatSettings } from "../schema/compat.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The node's layers
@@ -73,6 +76,22 @@ export const nodeLayerWithBootstrap = Layer.unwrapEffect(
   )
 )
 
+/**
+ * The node layer with the compatibility profile on top when P2P_COMPAT is on (`--compat`, src/layers/Compat.ts):
+ * unmodified P2PNet (.NET) peers are accepted on a legacy listener (8051..8999 unless P2P_COMPAT_PORT), found by legacy
+ * LAN discovery (UDP 8001-8003) and dialled at P2P_COMPAT_PEERS (`--legacy-peer`). Here the original's "Ping from"
+ * trust is on unless P2P_COMPAT_PING_TRUST=false, since .NET peers have no other way to trust: it authenticates
+ * nothing, and the node says so at Warning level. Legacy channels are never encrypted.
+ */
+export const nodeLayerWithCompat = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    if (!(yield* Config.boolean("P2P_COMPAT").pipe(Config.withDefault(false)))) return nodeLayerWithBootstrap
+    const settings = yield* compatSettingsFromEnv
+    const pingTrust = yield* Config.boolean("P2P_COMPAT_PING_TRUST").pipe(Config.withDefault(true))
+    return Layer.provideMerge(compatLayerFrom(CompatSettings.make({ ...settings, pingTrust })), nodeLayerWithBootstrap)
+  })
+)
+
 // ---------------------------------------------------------------------------------------------------------------------
 // Events: what the node prints, one line each (text for people, JSON lines with P2P_LOG_FORMAT=json)
 // ---------------------------------------------------------------------------------------------------------------------
@@ -82,7 +101,9 @@ export const Listening = Schema.Struct({
   address: Schema.String,
   port: Schema.Int,
   id: Schema.String,
-  network: Schema.String
+  network: Schema.String,
+  /** How channels are protected: "noise" or "plain". */
+  session: Schema.String
 })
 /** A peer became known without a channel to it yet (from discovery or a PeerGroup). */
 export const Discovered = Schema.Struct({
@@ -125,7 +146,9 @@ export type NodeEvent = typeof NodeEvent.Type
 export const renderEvent = (e: NodeEvent): string => {
   switch (e.event) {
     case "listening":
-      return `listening on ${hostPort(e.address, e.port)} as ${e.id} (network ${JSON.stringify(e.network)})`
+      return `listening on ${hostPort(e.address, e.port)} as ${e.id} (network ${JSON.stringify(e.network)}, ${
+        e.session === "plain" ? "plain text: NOT encrypted" : "noise: encrypted and authenticated"
+      })`
     case "discovered":
       return `discovered ${hostPort(e.address, e.port)}${e.id === null ? "" : ` ${e.id}`}`
     case "channel": {
@@ -218,7 +241,13 @@ export const startNode = (emit: (event: NodeEvent) => Effect.Effect<void>) =>
       )
     )
     yield* emit(
-      Listening.make({ address: settings.host, port: network.port, id: network.id, network: settings.network })
+      Listening.make({
+        address: settings.host,
+        port: network.port,
+        id: network.id,
+        network: settings.network,
+        session: settings.session
+      })
     )
     const peers = yield* Config.array(Config.string(), "P2P_PEERS").pipe(Config.withDefault([]))
     for (const peer of peers.map((p) => p.trim()).filter((p) => p !== "")) {
@@ -320,8 +349,36 @@ export const flags = {
   discovery: toggle("discovery", "LAN discovery", "P2P_DISCOVERY"),
   broadcast: toggle("broadcast", "discovery by broadcast", "P2P_BROADCAST"),
   multicast: toggle("multicast", "discovery by multicast", "P2P_MULTICAST"),
+  compat: Options.all([
+    Options.boolean("compat").pipe(
+      Options.withDescription(
+        "Compatibility profile: also talk to unmodified P2PNet (.NET) peers on their own wire, with their " +
+          "unauthenticated ping trust (P2P_COMPAT, default off; P2P_COMPAT_* settings in README)."
+      )
+    ),
+    Options.boolean("no-compat").pipe(Options.withDescription("No compatibility profile (P2P_COMPAT=false)."))
+  ]).pipe(
+    Options.mapEffect(([on, off]) =>
+      on && off
+        ? invalid("--compat and --no-compat contradict each other")
+        : Effect.succeed(on ? Option.some(true) : off ? Option.some(false) : Option.none())
+    )
+  ),
+  legacyPeers: Options.text("legacy-peer").pipe(
+    Options.withDescription(
+      "A P2PNet (.NET) peer to dial at start with --compat, host:port; repeat for more (P2P_COMPAT_PEERS)."
+    ),
+    Options.repeated
+  ),
   logFormat: Options.choice("log-format", ["pretty", "json"]).pipe(
     Options.withDescription("pretty text or JSON lines, for events and logs (P2P_LOG_FORMAT, default pretty)."),
+    Options.optional
+  ),
+  session: Options.choice("session", ["noise", "plain"]).pipe(
+    Options.withDescription(
+      "noise encrypts and authenticates every channel (P2P_SESSION, default noise); plain is clear text for " +
+        "debugging, and peers must choose the same: a noise node refuses a plain one."
+    ),
     Options.optional
   )
 }
@@ -344,6 +401,9 @@ export const flagVariables = (f: Flags, logLevel: Option.Option<string>): Map<st
   set("P2P_BROADCAST", f.broadcast)
   set("P2P_MULTICAST", f.multicast)
   set("P2P_LOG_FORMAT", f.logFormat)
+  set("P2P_COMPAT", f.compat)
+  if (f.legacyPeers.length > 0) vars.set("P2P_COMPAT_PEERS", f.legacyPeers.join(","))
+  set("P2P_SESSION", f.session)
   set("P2P_LOG_LEVEL", logLevel)
   return vars
 }
@@ -371,7 +431,7 @@ export const command = Command.make("p2pnet-node", flags, (f) =>
   Effect.gen(function* () {
     const provider = configProvider(flagVariables(f, yield* logLevelFlag))
     return yield* Effect.scoped(program).pipe(
-      Effect.provide(nodeLayerWithBootstrap),
+      Effect.provide(nodeLayerWithCompat),
       Effect.provide(loggingLayerConfig),
       Effect.withConfigProvider(provider)
     )
