@@ -8,8 +8,12 @@
  *
  * Also the bootstrap server's registrations and heartbeats per second with p99 latency (bench/bootstrap.ts).
  *
- * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake,broadcast,file,bootstrap picks metrics; BENCH_SECONDS (default 1) is the length of one
- * timed run; BENCH_ROUNDS (default 5) the timed runs per side, of which the median is reported.
+ * "secure" (issue 7): a Noise channel (the default session) beside a plain-text channel (`session: "plain"` on both
+ * sides), in the same run: small messages per second, bulk MB/s and handshake latency, each with its target.
+ *
+ * Environment: BENCH_ONLY=small,single,prebuilt,bulk,handshake,secure,broadcast,file,bootstrap picks metrics;
+ * BENCH_SECONDS (default 1) is the length of one timed run; BENCH_ROUNDS (default 5) the timed runs per side, of which
+ * the median is reported.
  */
 import { Cause, Console, Context, DateTime, Effect, Layer, Logger, LogLevel } from "effect"
 import * as os from "node:os"
@@ -24,11 +28,11 @@ import { DataTransmission, PureMessage } from "../src/schema/packets.js"
 import { NetworkSettings } from "../src/schema/settings.js"
 import { connect, sendBulk, sendSmall } from "./baseline.js"
 import { compare, handshakes, librarySender } from "./measure.js"
-import type { Options, Sender, Side } from "./measure.js"
+import type { Options, Phases, Sender, Side } from "./measure.js"
 import { BenchFailed, spawnReceiver } from "./receiver.js"
 import { BULK_BYTES, SMALL_TEXT } from "./shared.js"
 
-const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake,broadcast,file,bootstrap").split(",")
+const only = (process.env["BENCH_ONLY"] ?? "small,single,bulk,handshake,secure,broadcast,file,bootstrap").split(",")
 const options: Options = {
   seconds: Number(process.env["BENCH_SECONDS"] ?? "1"),
   rounds: Number(process.env["BENCH_ROUNDS"] ?? "5")
@@ -36,6 +40,8 @@ const options: Options = {
 const HANDSHAKES = 200
 const HANDSHAKE_WARMUP = 20
 const TARGET = { small: 0.3, bulk: 0.5 }
+/** Issue 7: Noise / plain text, for throughput at least; the Noise handshake median below, in ms. */
+const SECURE_TARGET = { small: 0.6, bulk: 0.5, handshakeMillis: 5 }
 
 const baselineSender = <R>(send: (count: number) => Effect.Effect<void, Error, R>): Sender => ({
   send: (count) =>
@@ -64,7 +70,8 @@ const throughputReport = (
   metric: string,
   unit: string,
   scale: number,
-  target: number | undefined
+  target: number | undefined,
+  names: { readonly library: string; readonly baseline: string } = { library: "library", baseline: "baseline" }
 ) => {
   const ratio = r.library.rate / r.baseline.rate
   const show = (x: number) => (scale === 1 ? grouped(x) : String(Math.round(x * scale)))
@@ -76,28 +83,29 @@ const throughputReport = (
     target: target === undefined ? "-" : `>= ${target}`,
     pass: target === undefined ? "-" : ratio >= target ? "PASS" : "FAIL"
   }
+  const { baseline: b, library: l } = names
   const notes = [
-    `${metric}: ${r.library.count} library / ${r.baseline.count} baseline messages per timed run; at the receiver ` +
+    `${metric}: ${r.library.count} ${l} / ${r.baseline.count} ${b} messages per timed run; at the receiver ` +
       `alone ${show(r.library.receiverRate)} / ${show(r.baseline.receiverRate)} ${unit}`,
-    `${metric}: CPU per message, sender + receiver: library ${r.library.senderCpu.toFixed(1)} + ` +
-      `${r.library.receiverCpu.toFixed(1)} us, baseline ${r.baseline.senderCpu.toFixed(1)} + ` +
+    `${metric}: CPU per message, sender + receiver: ${l} ${r.library.senderCpu.toFixed(1)} + ` +
+      `${r.library.receiverCpu.toFixed(1)} us, ${b} ${r.baseline.senderCpu.toFixed(1)} + ` +
       `${r.baseline.receiverCpu.toFixed(1)} us`
   ]
   const json = {
     unit,
-    library: rounded(r.library.rate * scale, 1),
-    baseline: rounded(r.baseline.rate * scale, 1),
+    [l]: rounded(r.library.rate * scale, 1),
+    [b]: rounded(r.baseline.rate * scale, 1),
     ratio: rounded(ratio, 3),
     ...(target === undefined ? {} : { target, pass: ratio >= target }),
     receiverOnly: {
-      library: rounded(r.library.receiverRate * scale, 1),
-      baseline: rounded(r.baseline.receiverRate * scale, 1)
+      [l]: rounded(r.library.receiverRate * scale, 1),
+      [b]: rounded(r.baseline.receiverRate * scale, 1)
     },
     cpuMicrosPerMessage: {
-      library: { sender: rounded(r.library.senderCpu, 2), receiver: rounded(r.library.receiverCpu, 2) },
-      baseline: { sender: rounded(r.baseline.senderCpu, 2), receiver: rounded(r.baseline.receiverCpu, 2) }
+      [l]: { sender: rounded(r.library.senderCpu, 2), receiver: rounded(r.library.receiverCpu, 2) },
+      [b]: { sender: rounded(r.baseline.senderCpu, 2), receiver: rounded(r.baseline.receiverCpu, 2) }
     },
-    messagesPerRun: { library: r.library.count, baseline: r.baseline.count }
+    messagesPerRun: { [l]: r.library.count, [b]: r.baseline.count }
   }
   return { row, notes, json }
 }
@@ -121,6 +129,11 @@ const main = Effect.gen(function* () {
   const receiver = yield* spawnReceiver
   const context = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, listen: false }))
   const node = Context.get(context, PeerNetwork)
+  // the plain-text twin: dials the receiver's `session: "plain"` node (both sides must choose plain)
+  const plainContext = yield* Layer.build(
+    networkLayerWith({ host: "127.0.0.1", port: 0, listen: false, session: "plain" })
+  )
+  const plainNode = Context.get(plainContext, PeerNetwork)
   const distribution = Context.get(context, DistributionHandler)
   const files = Context.get(context, FileTransfer)
   const defaults = NetworkSettings.make({})
@@ -133,6 +146,7 @@ const main = Effect.gen(function* () {
     seconds: options.seconds,
     rounds: options.rounds,
     settings: {
+      session: defaults.session,
       maxFramesPerSecond: defaults.maxFramesPerSecond,
       outboxCapacity: defaults.outboxCapacity,
       inboxCapacity: defaults.inboxCapacity
@@ -140,6 +154,15 @@ const main = Effect.gen(function* () {
   }
   const origin = node.id
   const smallPacket = () => PureMessage.make({ message: SMALL_TEXT, origin, sentAt: DateTime.unsafeNow() })
+  const plainSmallPacket = () =>
+    PureMessage.make({ message: SMALL_TEXT, origin: plainNode.id, sentAt: DateTime.unsafeNow() })
+  const bulkData = new Uint8Array(BULK_BYTES).map((_, i) => i & 255)
+  const bulkPacket = () =>
+    DataTransmission.make({ format: "MiscData", data: bulkData, origin, sentAt: DateTime.unsafeNow() })
+  const plainBulkPacket = () =>
+    DataTransmission.make({ format: "MiscData", data: bulkData, origin: plainNode.id, sentAt: DateTime.unsafeNow() })
+  /** The library's rate in the library-vs-node:net comparisons, for the plain-vs-baseline figures of the JSON. */
+  const baselineRates: { small?: number; bulk?: number } = {}
 
   if (only.some((m) => m === "small" || m === "single" || m === "prebuilt" || m === "bulk")) {
     const channel = yield* node.dial("127.0.0.1", receiver.ready.libraryPort)
@@ -171,6 +194,7 @@ const main = Effect.gen(function* () {
         rows.push(report.row)
         notes.push(...report.notes)
         json[run.key] = report.json
+        if (run.metric === "small") baselineRates.small = r.baseline.rate
         maxRate = Math.max(maxRate, r.library.receiverRate)
       }
       const limit = defaults.maxFramesPerSecond
@@ -185,53 +209,168 @@ const main = Effect.gen(function* () {
       const socket = yield* connect(receiver.ready.bulkPort).pipe(
         Effect.mapError((e) => new BenchFailed({ detail: `baseline connect: ${e.message}` }))
       )
-      const data = new Uint8Array(BULK_BYTES).map((_, i) => i & 255)
-      const bulkPacket = () => DataTransmission.make({ format: "MiscData", data, origin, sentAt: DateTime.unsafeNow() })
       const r = yield* compare(
         receiver,
         options,
         200,
         100_000,
-        baselineSender((count) => sendBulk(socket, count, data)),
+        baselineSender((count) => sendBulk(socket, count, bulkData)),
         librarySender(channel, bulkPacket, "single")
       )
       const report = throughputReport(r, "64 KiB DataTransmission", "MB/s", BULK_BYTES / 1e6, TARGET.bulk)
       rows.push(report.row)
       notes.push(...report.notes)
       json["bulk"] = report.json
+      baselineRates.bulk = r.baseline.rate
     }
     yield* channel.close("benchmark throughput done")
     yield* channel.awaitClosed
   }
 
-  if (only.includes("handshake")) {
-    const h = yield* handshakes(receiver, node, HANDSHAKES, HANDSHAKE_WARMUP)
-    rows.push({
-      metric: `handshake latency, median of ${HANDSHAKES} (ms)`,
-      library: h.library.echoed.toFixed(2),
-      baseline: h.baseline.toFixed(2),
-      ratio: (h.library.echoed / h.baseline).toFixed(2),
-      target: "-",
-      pass: "-"
-    })
-    notes.push(
-      `handshake: library medians from dial start: dial returned ${h.library.dialed.toFixed(2)} ms, trusted ` +
-        `${h.library.trusted.toFixed(2)} ms, first PureMessage echoed ${h.library.echoed.toFixed(2)} ms; baseline: ` +
-        `TCP connect and one small message echoed`
+  const secure: Record<string, unknown> = {}
+  if (only.includes("secure")) {
+    // issue 7: the same senders on a Noise channel ("library" side of compare) and on a plain-text channel
+    // ("baseline" side), timed runs alternating in this process
+    const noiseChannel = yield* node.dial("127.0.0.1", receiver.ready.libraryPort)
+    const plainChannel = yield* plainNode.dial("127.0.0.1", receiver.ready.plainPort)
+    yield* noiseChannel.awaitTrusted
+    yield* plainChannel.awaitTrusted
+    const names = { library: "noise", baseline: "plain" }
+    const small = yield* compare(
+      receiver,
+      options,
+      20_000,
+      5_000_000,
+      librarySender(plainChannel, plainSmallPacket, "batched"),
+      librarySender(noiseChannel, smallPacket, "batched")
     )
-    json["handshake"] = {
-      unit: "ms",
-      library: rounded(h.library.echoed, 3),
-      baseline: rounded(h.baseline, 3),
-      ratio: rounded(h.library.echoed / h.baseline, 2),
-      samples: HANDSHAKES,
-      libraryPhases: {
-        dialed: rounded(h.library.dialed, 3),
-        trusted: rounded(h.library.trusted, 3),
-        echoed: rounded(h.library.echoed, 3)
+    const smallReport = throughputReport(
+      small,
+      "Noise vs plain: 100-byte PureMessage, sendAll of 256",
+      "msg/s",
+      1,
+      SECURE_TARGET.small,
+      names
+    )
+    const bulk = yield* compare(
+      receiver,
+      options,
+      200,
+      100_000,
+      librarySender(plainChannel, plainBulkPacket, "single"),
+      librarySender(noiseChannel, bulkPacket, "single")
+    )
+    const bulkReport = throughputReport(
+      bulk,
+      "Noise vs plain: 64 KiB DataTransmission",
+      "MB/s",
+      BULK_BYTES / 1e6,
+      SECURE_TARGET.bulk,
+      names
+    )
+    rows.push(smallReport.row, bulkReport.row)
+    notes.push(...smallReport.notes, ...bulkReport.notes)
+    // plain library / node:net, from two separate comparisons of this run (not interleaved with each other)
+    const plainVsBaseline = (plain: number, baseline: number | undefined) =>
+      baseline === undefined ? {} : { plainVsBaseline: rounded(plain / baseline, 3) }
+    secure["small"] = { ...smallReport.json, ...plainVsBaseline(small.baseline.rate, baselineRates.small) }
+    secure["bulk"] = { ...bulkReport.json, ...plainVsBaseline(bulk.baseline.rate, baselineRates.bulk) }
+    yield* noiseChannel.close("benchmark secure throughput done")
+    yield* plainChannel.close("benchmark secure throughput done")
+    yield* noiseChannel.awaitClosed
+    yield* plainChannel.awaitClosed
+  }
+
+  if (only.includes("handshake") || only.includes("secure")) {
+    // one interleaved run serves both: node:net, the default (Noise) node and the plain node take turns
+    const h = yield* handshakes(
+      receiver,
+      {
+        noise: { node, port: receiver.ready.libraryPort },
+        plain: { node: plainNode, port: receiver.ready.plainPort }
+      },
+      HANDSHAKES,
+      HANDSHAKE_WARMUP
+    )
+    const { noise, plain } = h.library
+    const phases = (p: Phases) => ({
+      dialed: rounded(p.dialed, 3),
+      trusted: rounded(p.trusted, 3),
+      written: rounded(p.written, 3),
+      echoed: rounded(p.echoed, 3)
+    })
+    const describe = (p: Phases) =>
+      `dial returned ${p.dialed.toFixed(2)} ms, trusted ${p.trusted.toFixed(2)} ms, first PureMessage written ` +
+      `${p.written.toFixed(2)} ms, echoed back ${p.echoed.toFixed(2)} ms`
+    if (only.includes("handshake")) {
+      rows.push({
+        metric: `handshake latency, median of ${HANDSHAKES} (ms)`,
+        library: noise.echoed.toFixed(2),
+        baseline: h.baseline.toFixed(2),
+        ratio: (noise.echoed / h.baseline).toFixed(2),
+        target: "-",
+        pass: "-"
+      })
+      notes.push(
+        `handshake: library (default session, Noise) medians from dial start: ${describe(noise)}; baseline: TCP ` +
+          `connect and one small message echoed; plain-text library: echoed back ${plain.echoed.toFixed(2)} ms`
+      )
+      json["handshake"] = {
+        unit: "ms",
+        library: rounded(noise.echoed, 3),
+        baseline: rounded(h.baseline, 3),
+        ratio: rounded(noise.echoed / h.baseline, 2),
+        samples: HANDSHAKES,
+        session: "noise",
+        libraryPhases: phases(noise),
+        plain: { echoed: rounded(plain.echoed, 3), plainVsBaseline: rounded(plain.echoed / h.baseline, 2) }
+      }
+    }
+    if (only.includes("secure")) {
+      const pass = noise.written < SECURE_TARGET.handshakeMillis
+      rows.push(
+        {
+          metric: `Noise vs plain: handshake, dial to first byte written, median of ${HANDSHAKES} (ms)`,
+          library: noise.written.toFixed(2),
+          baseline: plain.written.toFixed(2),
+          ratio: (noise.written / plain.written).toFixed(2),
+          target: `< ${SECURE_TARGET.handshakeMillis} ms`,
+          pass: pass ? "PASS" : "FAIL"
+        },
+        {
+          metric: `Noise vs plain: handshake, dial to first byte echoed back, median of ${HANDSHAKES} (ms)`,
+          library: noise.echoed.toFixed(2),
+          baseline: plain.echoed.toFixed(2),
+          ratio: (noise.echoed / plain.echoed).toFixed(2),
+          target: "-",
+          pass: "-"
+        }
+      )
+      notes.push(
+        `Noise vs plain handshake: medians from dial start; Noise: ${describe(noise)}; plain: ${describe(plain)}`,
+        `Noise vs plain handshake: the target is judged on "first byte written": dial start until the channel is ` +
+          `trusted and the first application message (a PureMessage) has been encrypted and handed to the socket ` +
+          `(sendAndAwait), which is what a dialling application waits for before it can go on; "echoed back" adds ` +
+          `the receiver's answer, one more loopback round trip`,
+        `Noise vs plain handshake: ${HANDSHAKES} connections per side after ${HANDSHAKE_WARMUP} unrecorded rounds, ` +
+          `node:net, Noise and plain in turn (order rotated every round), each closed before the next; all Noise ` +
+          `handshakes are between the same two nodes, so the identity-binding check (Ed25519) hits the session's ` +
+          `cache after the first; the X25519 work and the handshake messages are fresh every time`
+      )
+      secure["handshake"] = {
+        unit: "ms",
+        judgedOn: "written",
+        noise: phases(noise),
+        plain: phases(plain),
+        baselineEchoed: rounded(h.baseline, 3),
+        ratio: { written: rounded(noise.written / plain.written, 2), echoed: rounded(noise.echoed / plain.echoed, 2) },
+        target: SECURE_TARGET.handshakeMillis,
+        pass,
+        samples: HANDSHAKES
       }
     }
   }
+  if (only.includes("secure")) json["secure"] = secure
 
   if (only.includes("file")) {
     const f = yield* fileBench(receiver, node, files, options)
@@ -318,8 +457,12 @@ const main = Effect.gen(function* () {
   }
 
   notes.push(
-    `settings: library defaults on both nodes (maxFramesPerSecond ${defaults.maxFramesPerSecond}, outboxCapacity ` +
-      `${defaults.outboxCapacity}, inboxCapacity ${defaults.inboxCapacity}); no limit was changed`,
+    `settings: library defaults on both nodes (session ${defaults.session}, maxFramesPerSecond ` +
+      `${defaults.maxFramesPerSecond}, outboxCapacity ${defaults.outboxCapacity}, inboxCapacity ` +
+      `${defaults.inboxCapacity}); no limit was changed; the library-vs-node:net rows are measured on the default ` +
+      `session, so they include Noise encryption`,
+    `"Noise vs plain" rows: the library column is the default (Noise) channel, the baseline column a channel with ` +
+      `session "plain" on both nodes (its own node in each process), otherwise the same settings and senders`,
     `ratio is library / baseline (for the handshake, a latency, lower is better); ${options.rounds} timed runs of ` +
       `about ${options.seconds} s per side and metric, medians`
   )

@@ -152,27 +152,54 @@ export const librarySender = (channel: PeerChannel, make: () => Packet, mode: Se
   guard: untilClosed(channel)
 })
 
-export interface Handshakes {
+/** A library endpoint for the handshake measurement: a node of this process and the receiver's port it dials. */
+export interface DialTarget {
+  readonly node: PeerNetwork["Type"]
+  readonly port: number
+}
+
+/** Medians from dial start (ms). */
+export interface Phases {
+  /** `dial` returned. */
+  readonly dialed: number
+  /** The channel is trusted: the application may send. */
+  readonly trusted: number
+  /** The first PureMessage, sent once trusted, was handed to the socket (`sendAndAwait` returned). */
+  readonly written: number
+  /** That PureMessage came back from the receiver (one more round trip). */
+  readonly echoed: number
+}
+
+export interface Handshakes<K extends string> {
   /** Baseline: TCP connect until one small message came back (ms). */
   readonly baseline: number
-  /** Library, from dial start: dial returned, channel trusted, first PureMessage echoed (ms). */
-  readonly library: { readonly dialed: number; readonly trusted: number; readonly echoed: number }
+  readonly library: Record<K, Phases>
 }
 
 /**
- * `count` fresh connections per side, interleaved, after `warmup` unrecorded ones; medians. Library: dial until a
- * PureMessage sent once trusted comes back from the receiver; each channel is closed (and awaited) before the next.
+ * `count` fresh connections per side (the node:net baseline and each of `targets`), interleaved with the order
+ * rotated every round so machine noise hits all sides alike, after `warmup` unrecorded rounds; medians. Library: dial
+ * until a PureMessage sent once trusted comes back from the receiver; each channel is closed (and awaited) before the
+ * next connection.
  */
-export const handshakes = (receiver: Receiver, node: PeerNetwork["Type"], count: number, warmup: number) =>
+export const handshakes = <K extends string>(
+  receiver: Receiver,
+  targets: Record<K, DialTarget>,
+  count: number,
+  warmup: number
+) =>
   Effect.gen(function* () {
+    const keys = Object.keys(targets) as Array<K>
     const pongs = yield* Queue.unbounded<PeerChannel>()
-    const packets = yield* node.registry.subscribePackets
-    yield* packets.pipe(
-      Stream.runForEach(({ channel, packet }) =>
-        packet._tag === "PureMessage" && packet.message === PONG ? Queue.offer(pongs, channel) : Effect.void
-      ),
-      Effect.forkScoped
-    )
+    for (const node of new Set(keys.map((k) => targets[k].node))) {
+      const packets = yield* node.registry.subscribePackets
+      yield* packets.pipe(
+        Stream.runForEach(({ channel, packet }) =>
+          packet._tag === "PureMessage" && packet.message === PONG ? Queue.offer(pongs, channel) : Effect.void
+        ),
+        Effect.forkScoped
+      )
+    }
     const bounded = <A, E>(what: string, self: Effect.Effect<A, E>) =>
       self.pipe(
         Effect.mapError((e) => new BenchFailed({ detail: `${what}: ${String(e)}` })),
@@ -182,37 +209,68 @@ export const handshakes = (receiver: Receiver, node: PeerNetwork["Type"], count:
         })
       )
     const baseline: Array<number> = []
-    const dialed: Array<number> = []
-    const trusted: Array<number> = []
-    const echoed: Array<number> = []
+    const samples = new Map(
+      keys.map((k) => [
+        k,
+        {
+          dialed: [] as Array<number>,
+          trusted: [] as Array<number>,
+          written: [] as Array<number>,
+          echoed: [] as Array<number>
+        }
+      ])
+    )
+    const baselineOnce = (record: boolean) =>
+      Effect.gen(function* () {
+        const b0 = yield* now
+        yield* bounded("baseline connect", connectAndEcho(receiver.ready.echoPort))
+        const b1 = yield* now
+        if (record) baseline.push(b1 - b0)
+      })
+    const libraryOnce = (key: K, record: boolean) =>
+      Effect.gen(function* () {
+        const { node, port } = targets[key]
+        const t0 = yield* now
+        const channel = yield* bounded(`${key} dial`, node.dial("127.0.0.1", port))
+        const t1 = yield* now
+        yield* bounded(`${key} trust`, channel.awaitTrusted)
+        const t2 = yield* now
+        const ping = PureMessage.make({ message: PING, origin: node.id, sentAt: DateTime.unsafeNow() })
+        yield* bounded(`${key} ping`, channel.sendAndAwait(ping))
+        const t3 = yield* now
+        const from = yield* bounded(`${key} pong`, Queue.take(pongs))
+        const t4 = yield* now
+        if (from !== channel) return yield* new BenchFailed({ detail: `${key}: the echo arrived on another channel` })
+        yield* channel.close("benchmark handshake done")
+        yield* bounded(`${key} close`, channel.awaitClosed)
+        if (record) {
+          const s = samples.get(key)!
+          s.dialed.push(t1 - t0)
+          s.trusted.push(t2 - t0)
+          s.written.push(t3 - t0)
+          s.echoed.push(t4 - t0)
+        }
+      })
+    const sides: Array<(record: boolean) => Effect.Effect<void, BenchFailed>> = [
+      baselineOnce,
+      ...keys.map((k) => (record: boolean) => libraryOnce(k, record))
+    ]
     for (let i = 0; i < warmup + count; i++) {
-      // let both processes finish the previous connection's teardown, so it is not measured as part of this one
-      yield* Effect.sleep("5 millis")
-      const b0 = yield* now
-      yield* bounded("baseline connect", connectAndEcho(receiver.ready.echoPort))
-      const b1 = yield* now
-
-      const t0 = yield* now
-      const channel = yield* bounded("dial", node.dial("127.0.0.1", receiver.ready.libraryPort))
-      const t1 = yield* now
-      yield* bounded("trust", channel.awaitTrusted)
-      const t2 = yield* now
-      const ping = PureMessage.make({ message: PING, origin: node.id, sentAt: DateTime.unsafeNow() })
-      yield* bounded("ping", channel.send(ping))
-      const from = yield* bounded("pong", Queue.take(pongs))
-      const t3 = yield* now
-      if (from !== channel) return yield* new BenchFailed({ detail: "the echo arrived on another channel" })
-      yield* channel.close("benchmark handshake done")
-      yield* bounded("close", channel.awaitClosed)
-      if (i >= warmup) {
-        baseline.push(b1 - b0)
-        dialed.push(t1 - t0)
-        trusted.push(t2 - t0)
-        echoed.push(t3 - t0)
+      for (let j = 0; j < sides.length; j++) {
+        // let both processes finish the previous connection's teardown, so it is not measured as part of this one
+        yield* Effect.sleep("5 millis")
+        yield* sides[(i + j) % sides.length]!(i >= warmup)
       }
     }
-    return {
-      baseline: median(baseline),
-      library: { dialed: median(dialed), trusted: median(trusted), echoed: median(echoed) }
-    } satisfies Handshakes
+    const library = {} as Record<K, Phases>
+    for (const k of keys) {
+      const s = samples.get(k)!
+      library[k] = {
+        dialed: median(s.dialed),
+        trusted: median(s.trusted),
+        written: median(s.written),
+        echoed: median(s.echoed)
+      }
+    }
+    return { baseline: median(baseline), library } satisfies Handshakes<K>
   }).pipe(Effect.scoped)

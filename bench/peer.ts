@@ -1,7 +1,7 @@
 /**
- * The receiving process of the channel benchmark, forked by bench/channel.ts with an IPC channel. It runs one
- * effect-p2pnet node (default settings on 127.0.0.1) and three plain node:net servers for the baseline (small
- * messages, bulk frames, echo). Once armed it counts what arrives on any path and reports when the count is reached.
+ * The receiving process of the channel benchmark, forked by bench/channel.ts with an IPC channel. It runs two
+ * effect-p2pnet nodes on 127.0.0.1 (one with default settings, a Noise session; one with `session: "plain"`) and three
+ * plain node:net servers for the baseline (small messages, bulk frames, echo). Once armed it counts what arrives on any path and reports when the count is reached.
  * It exits when told to, when its parent goes away, or after ten minutes at most.
  */
 import { Context, DateTime, Effect, Layer, Logger, LogLevel, Queue, Stream } from "effect"
@@ -86,33 +86,40 @@ const main = Effect.gen(function* () {
     Effect.promise(() => fs.mkdtemp(path.join(os.tmpdir(), "p2p-bench-inbox-"))),
     (dir) => Effect.promise(() => fs.rm(dir, { recursive: true, force: true }))
   )
-  const context = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, fileInbox: inbox }))
-  const node = Context.get(context, PeerNetwork)
-  const files = Context.get(context, FileTransfer)
-  yield* files.received.pipe(
-    Stream.runForEach((file) => Effect.promise(() => fs.rm(file.path, { force: true }))),
-    Effect.forkScoped
-  )
-  const packets = yield* node.registry.subscribePackets
-  // one consumer for every library packet: counts them, and answers the handshake probe
-  yield* packets.pipe(
-    Stream.runForEachChunk((chunk) => {
-      const pings: Array<PeerChannel> = []
-      for (const { channel, packet } of chunk) {
-        if (packet._tag === "PureMessage") {
-          if (packet.message === PING) pings.push(channel)
-          else tally.hit(packet.message.length)
-        } else if (packet._tag === "DataTransmission") tally.hit(packet.data.length)
-      }
-      if (pings.length === 0) return Effect.void
-      return Effect.forEach(
-        pings,
-        (channel) => channel.send(PureMessage.make({ message: PONG, origin: node.id, sentAt: DateTime.unsafeNow() })),
-        { discard: true }
-      ).pipe(Effect.ignore)
-    }),
-    Effect.forkScoped
-  )
+  /** One library node: its files are removed once received; its packets counted, and the handshake probe answered. */
+  const startNode = (session: "noise" | "plain") =>
+    Effect.gen(function* () {
+      const context = yield* Layer.build(networkLayerWith({ host: "127.0.0.1", port: 0, fileInbox: inbox, session }))
+      const node = Context.get(context, PeerNetwork)
+      const files = Context.get(context, FileTransfer)
+      yield* files.received.pipe(
+        Stream.runForEach((file) => Effect.promise(() => fs.rm(file.path, { force: true }))),
+        Effect.forkScoped
+      )
+      const packets = yield* node.registry.subscribePackets
+      yield* packets.pipe(
+        Stream.runForEachChunk((chunk) => {
+          const pings: Array<PeerChannel> = []
+          for (const { channel, packet } of chunk) {
+            if (packet._tag === "PureMessage") {
+              if (packet.message === PING) pings.push(channel)
+              else tally.hit(packet.message.length)
+            } else if (packet._tag === "DataTransmission") tally.hit(packet.data.length)
+          }
+          if (pings.length === 0) return Effect.void
+          return Effect.forEach(
+            pings,
+            (channel) =>
+              channel.send(PureMessage.make({ message: PONG, origin: node.id, sentAt: DateTime.unsafeNow() })),
+            { discard: true }
+          ).pipe(Effect.ignore)
+        }),
+        Effect.forkScoped
+      )
+      return node
+    })
+  const secure = yield* startNode("noise")
+  const plain = yield* startNode("plain")
 
   const smallPort = yield* rawServer(() => (body) => {
     const m = JSON.parse(body.toString("utf8")) as { message: string }
@@ -126,7 +133,7 @@ const main = Effect.gen(function* () {
     socket.uncork()
   })
 
-  report({ _tag: "Ready", libraryPort: node.port, smallPort, bulkPort, echoPort })
+  report({ _tag: "Ready", libraryPort: secure.port, plainPort: plain.port, smallPort, bulkPort, echoPort })
   while (true) {
     const command = yield* Queue.take(commands)
     if (command._tag === "Quit") return

@@ -21,7 +21,10 @@ export type ToPeer =
 export type FromPeer =
   | {
       readonly _tag: "Ready"
+      /** The library node with default settings (a Noise session). */
       readonly libraryPort: number
+      /** The library node with `session: "plain"` (clear text), for the encrypted-vs-plain comparison. */
+      readonly plainPort: number
       readonly smallPort: number
       readonly bulkPort: number
       readonly echoPort: number

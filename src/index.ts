@@ -180,6 +180,22 @@ export type { BootstrapSettings, RequestCounters } from "./layers/BootstrapServe
 export { BootstrapTrustPolicy, defaultTrustPolicy, resolvePolicyEither } from "./schema/bootstrapPolicy.js"
 export type { BootstrapTrustPolicyInput } from "./schema/bootstrapPolicy.js"
 export {
+  classifyLegacySignature,
+  LegacyBootstrapClient,
+  LegacyBootstrapClientConfig,
+  legacyHeartbeatRequestBody,
+  legacyPeersRequestBody,
+  legacyVerifyHashRequestBody,
+  readLegacyHeartbeatAnswer,
+  readLegacyPeersAnswer,
+  readLegacyPublicIpAnswer,
+  readLegacyVerifyAnswer
+} from "./layers/LegacyBootstrapClient.js"
+export type { LegacyBootstrapClientSettings, LegacyRequestOptions, LegacySelf } from "./layers/LegacyBootstrapClient.js"
+export { LegacyBootstrapRegistry, legacyRoutes as legacyBootstrapRoutes } from "./layers/LegacyBootstrapServer.js"
+export type { LegacyPeerRecord, LegacyRegistryOptions, LegacyRoutesOptions } from "./layers/LegacyBootstrapServer.js"
+export * from "./schema/legacyBootstrap.js"
+export {
   BootstrapClient,
   BootstrapEvent,
   bootstrapClientLayer,
@@ -196,3 +212,86 @@ export type {
   BootstrapClientSettings,
   BootstrapServerEntry
 } from "./layers/BootstrapClient.js"
+
+// Legacy (P2PNet .NET) wire format: schema/legacy, used by the compatibility profile.
+export {
+  CollectionSharePacket,
+  DataTransmissionPacket,
+  decodeLegacyDiscovery,
+  decodeLegacyPacket,
+  decodeLegacyTask,
+  DEFAULT_LEGACY_BUFFER_BYTES,
+  DEFAULT_LEGACY_DATAGRAM_BYTES,
+  DisconnectPacket,
+  encodeLegacyDiscovery,
+  encodeLegacyFrame,
+  encodeLegacyJson,
+  encodeLegacyTask,
+  escapeLegacyString,
+  fromNativePacket,
+  fromNativeTaskRequest,
+  fromNativeTaskType,
+  IdentifierPacket,
+  isKnownLegacyTaskType,
+  LEGACY_DISCOVERY_PORTS,
+  LEGACY_MIN_TIME,
+  LegacyBufferOverflow,
+  LegacyConversionError,
+  LegacyDatagramTooLarge,
+  legacyDateTime,
+  LegacyDataType,
+  LegacyDecodeError,
+  legacyFrameKind,
+  LegacyFrameKind,
+  legacyFrameKinds,
+  LegacyGenericPeer,
+  LegacyJsonDate,
+  LegacyNetworkTask,
+  legacyOrigin,
+  LegacyPacket,
+  legacyPacketJson,
+  legacyPayloadFormat,
+  LegacyPortOutOfRange,
+  LegacyStreamParser,
+  legacyString,
+  legacyStringify,
+  LegacyTagError,
+  legacyTaskBytes,
+  legacyTaskHash,
+  LegacyTaskType,
+  legacyTaskTypeName,
+  legacyTaskTypeNumber,
+  LegacyTime,
+  legacyTimeToDateTime,
+  LegacyTruncatedFrame,
+  parseLegacyTime,
+  PureMessagePacket,
+  toNativePacket,
+  toNativeTaskRequest,
+  toNativeTaskType,
+  unwrapData,
+  wrapData
+} from "./schema/legacy/index.js"
+export type {
+  FromNativeContext,
+  LegacyDiscoveryError,
+  LegacyDiscoveryInput,
+  LegacyFrame,
+  LegacyJsonValue,
+  LegacyStreamParserOptions,
+  LegacyTaskNumbering,
+  LegacyTaskTypeName,
+  ToNativeContext
+} from "./schema/legacy/index.js"
+
+// Compatibility profile: unmodified P2PNet (.NET) peers on their own wire (layers/Compat.ts).
+export { compatLayer, compatLayerConfig, compatLayerFrom } from "./layers/Compatibility.js"
+export type { CompatLayerOptions, CompatRequirements } from "./layers/Compatibility.js"
+export { CompatConfig, CompatProfile, compatSettingsFromEnv } from "./layers/Compat.js"
+export { LegacyDiscovery, LegacyDiscoveryEvent } from "./layers/LegacyDiscovery.js"
+export type { LegacyDiscoveryStats } from "./layers/LegacyDiscovery.js"
+export { legacyNodeId, makeLegacyLink } from "./actors/LegacyLink.js"
+export type { LegacyLink, LegacyLinkOptions } from "./actors/LegacyLink.js"
+export { CompatSettings, LegacyDiscoverySettings } from "./schema/compat.js"
+export type { CompatSettingsInput } from "./schema/compat.js"
+export type { DialRoute, ProfileLink } from "./layers/PeerNetwork.js"

@@ -47,6 +47,7 @@ import type { TaskType } from "../schema/packets.js"
 import { BootstrapAuthority } from "./BootstrapAuthority.js"
 import type { StoreError } from "./BootstrapStore.js"
 import { BootstrapStore } from "./BootstrapStore.js"
+import { LegacyBootstrapRegistry, legacyRoutes } from "./LegacyBootstrapServer.js"
 import { nodeIdFromPublicKey, verifySignature } from "./NodeIdentity.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -78,6 +79,8 @@ export interface BootstrapSettings {
   readonly maxClockSkew: Duration.Duration
   /** Directory of the dashboard's static files. */
   readonly dashboardDir: string
+  /** Also serve the original P2PNet (.NET) API, `/api/Bootstrap/*` (LegacyBootstrapServer.ts); off by default. */
+  readonly legacy: boolean
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -103,6 +106,7 @@ export const bootstrapSettings = (
     rateLimitBurst: 30,
     maxClockSkew: Duration.minutes(5),
     dashboardDir: DEFAULT_DASHBOARD_DIR,
+    legacy: false,
     ...overrides,
     dataDir,
     privateKeyFile: overrides.privateKeyFile ?? path.join(dataDir, "authority-key.pem"),
@@ -137,7 +141,8 @@ export const BootstrapSettingsConfig: Config.Config<BootstrapSettings> = Config.
   rateLimitPerMinute: int("BOOTSTRAP_RATE_LIMIT_PER_MINUTE", 120),
   rateLimitBurst: int("BOOTSTRAP_RATE_LIMIT_BURST", 30),
   maxClockSkewSeconds: int("BOOTSTRAP_MAX_CLOCK_SKEW_SECONDS", 300),
-  dashboardDir: Config.string("BOOTSTRAP_DASHBOARD_DIR").pipe(Config.withDefault(DEFAULT_DASHBOARD_DIR))
+  dashboardDir: Config.string("BOOTSTRAP_DASHBOARD_DIR").pipe(Config.withDefault(DEFAULT_DASHBOARD_DIR)),
+  legacy: Config.boolean("BOOTSTRAP_LEGACY").pipe(Config.withDefault(false))
 }).pipe(
   Config.map((c) =>
     bootstrapSettings({
@@ -157,7 +162,8 @@ export const BootstrapSettingsConfig: Config.Config<BootstrapSettings> = Config.
       rateLimitPerMinute: c.rateLimitPerMinute,
       rateLimitBurst: c.rateLimitBurst,
       maxClockSkew: Duration.seconds(c.maxClockSkewSeconds),
-      dashboardDir: c.dashboardDir
+      dashboardDir: c.dashboardDir,
+      legacy: c.legacy
     })
   )
 )
@@ -705,7 +711,12 @@ export const authorityLayer = Layer.unwrapEffect(
 )
 
 /** Services the handlers share, built once. */
-export const serverServices = Layer.mergeAll(authorityLayer, AdminToken.layer, ServerState.layer)
+export const serverServices = Layer.mergeAll(
+  authorityLayer,
+  AdminToken.layer,
+  ServerState.layer,
+  Layer.unwrapEffect(Effect.map(BootstrapConfig, (s) => LegacyBootstrapRegistry.layer({ idleExpiry: s.idleExpiry })))
+)
 
 /**
  * The app on a given HttpServer: the API, /openapi.json, /docs, the dashboard files and the expiry fiber. Needs the
@@ -716,7 +727,20 @@ export const httpLayer = Layer.unwrapEffect(
     const settings = yield* BootstrapConfig
     return HttpApiBuilder.serve().pipe(
       Layer.provide(
-        HttpApiBuilder.middleware(Effect.map(ServerState, (state) => guard(settings.maxBodyBytes, state.count)))
+        HttpApiBuilder.middleware(
+          Effect.gen(function* () {
+            const state = yield* ServerState
+            const legacy = settings.legacy
+              ? yield* legacyRoutes({
+                  addressOf: (request) => clientAddress(request, settings.trustedProxies),
+                  limit: state.limit,
+                  count: state.count,
+                  peerListSize: settings.peerListSize
+                })
+              : (app: HttpApp.Default) => app
+            return (app: HttpApp.Default) => guard(settings.maxBodyBytes, state.count)(legacy(app))
+          })
+        )
       ),
       Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
       Layer.provide(HttpApiBuilder.middlewareOpenApi()),

@@ -4,6 +4,7 @@
  * Everything it opens belongs to the layer's scope.
  */
 import { Context, Deferred, Effect, FiberSet, Layer, Queue, Ref, Schedule, SynchronizedRef } from "effect"
+import type { Scope } from "effect"
 import type * as net from "node:net"
 import type { ByteStream } from "../actors/Connection.js"
 import { dialTcp, socketStream } from "../actors/Connection.js"
@@ -11,7 +12,7 @@ import type { Link } from "../actors/Link.js"
 import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
 import type { ChannelCounters } from "../actors/Link.js"
 import { listenTcp } from "../actors/Listener.js"
-import type { ChannelState, PeerChannel } from "../actors/PeerChannel.js"
+import type { ChannelDeps, ChannelRuntime, ChannelState, PeerChannel } from "../actors/PeerChannel.js"
 import { makePeerChannel } from "../actors/PeerChannel.js"
 import type {
   ChannelClosed,
@@ -22,7 +23,14 @@ import type {
   NotTrusted,
   PeerNotFound
 } from "../schema/errors.js"
-import { HandshakeFailed, HandshakeTimeout, LocalClose, PeerBlocked, ProtocolMismatch } from "../schema/errors.js"
+import {
+  HandshakeFailed,
+  HandshakeTimeout,
+  LocalClose,
+  PeerBlocked,
+  PeerIdentityMismatch,
+  ProtocolMismatch
+} from "../schema/errors.js"
 import { Reject } from "../schema/handshake.js"
 import type { HandshakeMessage } from "../schema/handshake.js"
 import type { NodeId } from "../schema/ids.js"
@@ -48,6 +56,32 @@ export interface PendingPeer {
 
 export type DialError = DialFailed | PeerBlocked | CloseReason
 
+export interface DialOptions {
+  /**
+   * The node expected at that address. With an authenticating session (Noise, the default) a peer that proves another
+   * identity is refused during the handshake with PeerIdentityMismatch.
+   */
+  readonly id?: NodeId
+}
+
+/** A link a protocol profile opened, with what the channel needs to run it (see PeerNetwork.runProfileLink). */
+export interface ProfileLink {
+  readonly link: Link
+  readonly counters: ChannelCounters
+  readonly direction: "inbound" | "outbound"
+  readonly address: string
+  readonly port: number
+  /** Decides trust on each link of the channel, instead of the TrustHandshake service. */
+  readonly trustPhase: ChannelDeps["trustPhase"]
+  /** Outbound: a new link to the same peer, for re-dials. */
+  readonly redial: ChannelDeps["redial"]
+  /** Called with the channel once it exists, before it runs. */
+  readonly started: (runtime: ChannelRuntime) => Effect.Effect<void>
+}
+
+/** Chooses another dialler for an endpoint, or undefined for the native one. */
+export type DialRoute = (address: string, port: number) => Effect.Effect<PeerChannel, DialError> | undefined
+
 export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<
   PeerNetwork,
   {
@@ -60,7 +94,7 @@ export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<
      * opened by the peer at the same moment wins the tie-break, that channel is returned. Fails with the reason when
      * the peer refuses or the handshake fails.
      */
-    readonly dial: (address: string, port: number) => Effect.Effect<PeerChannel, DialError>
+    readonly dial: (address: string, port: number, options?: DialOptions) => Effect.Effect<PeerChannel, DialError>
     readonly channels: Effect.Effect<ReadonlyArray<PeerChannel>>
     readonly trustedChannels: Effect.Effect<ReadonlyArray<PeerChannel>>
     readonly channel: (id: NodeId) => Effect.Effect<PeerChannel, PeerNotFound>
@@ -73,6 +107,19 @@ export class PeerNetwork extends Context.Tag("effect-p2pnet/PeerNetwork")<
     /** Queue-based placement: the next inbound peer waiting for a decision. */
     readonly incoming: Effect.Effect<PendingPeer>
     readonly registry: PeerRegistry["Type"]
+    /**
+     * Runs a link opened by a protocol profile (the compatibility profile's legacy links, layers/Compat.ts) the way a
+     * native link is run: screened (itself, blocked, network), a channel registered after the profile's trust phase,
+     * its packets to the same inbox, handlers and registry. `started` receives the channel before it runs. Returns
+     * why the channel closed; fails when the screen refuses the link.
+     */
+    readonly runProfileLink: (link: ProfileLink) => Effect.Effect<CloseReason, CloseReason | PeerBlocked>
+    /**
+     * Sends the dials of some endpoints elsewhere for the life of the scope: `route` returns the dial to run instead
+     * of the native one (the compatibility profile dials legacy peers this way, PeerConnector dials included), or
+     * undefined.
+     */
+    readonly routeDials: (route: DialRoute) => Effect.Effect<void, never, Scope.Scope>
   }
 >() {
   static readonly layer: Layer.Layer<
@@ -115,8 +162,20 @@ const make = Effect.gen(function* () {
       onTimeout: () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
     })
 
-  const open = (stream: ByteStream, role: "initiator" | "responder", counters: ChannelCounters) =>
-    establish(stream, role, { settings, keys, secure, listenPort, counters }).pipe(
+  const open = (
+    stream: ByteStream,
+    role: "initiator" | "responder",
+    counters: ChannelCounters,
+    expectedPeer?: NodeId
+  ) =>
+    establish(stream, role, {
+      settings,
+      keys,
+      secure,
+      listenPort,
+      counters,
+      ...(expectedPeer === undefined ? {} : { expectedPeer })
+    }).pipe(
       timeout,
       Effect.tapError(() => stream.destroy)
     )
@@ -132,6 +191,7 @@ const make = Effect.gen(function* () {
         local: keys,
         localHello: link.localHello,
         remoteHello: link.remoteHello,
+        ...(link.stream.peer === undefined ? {} : { session: link.stream.peer }),
         settings,
         send: (m) => link.write([encodeFrame(m)]),
         receive: Effect.flatMap(Queue.take(queue), (item) =>
@@ -182,7 +242,8 @@ const make = Effect.gen(function* () {
     counters: ChannelCounters,
     direction: "inbound" | "outbound",
     address: string,
-    port: number
+    port: number,
+    profile?: Pick<ProfileLink, "trustPhase" | "redial">
   ) =>
     Effect.gen(function* () {
       const key = yield* Ref.updateAndGet(keyCounter, (n) => n + 1)
@@ -204,7 +265,7 @@ const make = Effect.gen(function* () {
           handshakeTimeoutMillis: settings.handshakeTimeoutMillis,
           canSend: trust.canSend,
           canReceive: trust.canReceive,
-          trustPhase,
+          trustPhase: profile?.trustPhase ?? trustPhase,
           publishPackets: (batch) => Effect.zipRight(inbox.route(batch), registry.publishPackets(batch)),
           register: (channel, trusted) =>
             Effect.gen(function* () {
@@ -214,20 +275,22 @@ const make = Effect.gen(function* () {
             }),
           inboxCapacity: settings.inboxCapacity,
           onState,
-          redial: Effect.gen(function* () {
-            const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
-            const next = yield* open(socketStream(socket), "initiator", counters)
-            yield* screen(next).pipe(
-              Effect.catchTag("PeerBlocked", (e) => Effect.fail(new LocalClose({ reason: e.message })))
-            )
-            if (next.remoteHello.nodeId !== remoteId) {
-              yield* refuse(next, "unexpected identity")
-              return yield* new ProtocolMismatch({
-                reason: `peer at ${address}:${port} is now ${next.remoteHello.nodeId}, expected ${remoteId}`
-              })
-            }
-            return next
-          }),
+          redial:
+            profile?.redial ??
+            Effect.gen(function* () {
+              const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
+              const next = yield* open(socketStream(socket), "initiator", counters, remoteId)
+              yield* screen(next).pipe(
+                Effect.catchTag("PeerBlocked", (e) => Effect.fail(new LocalClose({ reason: e.message })))
+              )
+              if (next.remoteHello.nodeId !== remoteId) {
+                yield* refuse(next, "unexpected identity")
+                return yield* new ProtocolMismatch({
+                  reason: `peer at ${address}:${port} is now ${next.remoteHello.nodeId}, expected ${remoteId}`
+                })
+              }
+              return next
+            }),
           retrySchedule,
           counters
         }
@@ -256,14 +319,35 @@ const make = Effect.gen(function* () {
       }
     })
 
-  const dialOnce = (address: string, port: number) =>
+  // dial routes of protocol profiles (routeDials); empty unless a profile is in use
+  const routes: Array<DialRoute> = []
+  const routeDials = (route: DialRoute) =>
+    Effect.acquireRelease(
+      Effect.sync(() => void routes.push(route)),
+      () => Effect.sync(() => void routes.splice(routes.indexOf(route), 1))
+    )
+
+  const runProfileLink = (p: ProfileLink) =>
+    Effect.gen(function* () {
+      yield* screen(p.link)
+      const rt = yield* makeChannel(p.link, p.counters, p.direction, p.address, p.port, p)
+      yield* p.started(rt)
+      return yield* rt.run(p.link)
+    }).pipe(Effect.annotateLogs({ category: Category.Peers, address: `${p.address}:${p.port}` }))
+
+  const dialOnce = (address: string, port: number, expected: NodeId | undefined) =>
     Effect.gen(function* () {
       if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
       const counters = makeCounters(clock.unsafeCurrentTimeMillis())
       const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
       const stream = socketStream(socket)
-      const link = yield* open(stream, "initiator", counters)
+      const link = yield* open(stream, "initiator", counters, expected)
       yield* screen(link)
+      if (expected !== undefined && link.remoteHello.nodeId !== expected) {
+        // a plain session cannot prove identity, but a Hello naming another node is still refused
+        yield* refuse(link, "not the node this connection was meant for")
+        return yield* new PeerIdentityMismatch({ expected, actual: link.remoteHello.nodeId })
+      }
       const rt = yield* makeChannel(link, counters, "outbound", stream.remoteAddress, port)
       run(rt.run(link).pipe(Effect.annotateLogs({ category: Category.Peers })))
       return yield* rt.opened
@@ -272,12 +356,21 @@ const make = Effect.gen(function* () {
       Effect.annotateLogs({ category: Category.Peers, address: `${address}:${port}` })
     )
 
-  const dial = (address: string, port: number): Effect.Effect<PeerChannel, DialError> =>
+  const dial = (address: string, port: number, options: DialOptions = {}): Effect.Effect<PeerChannel, DialError> =>
     Effect.gen(function* () {
+      for (const route of routes) {
+        const routed = route(address, port)
+        if (routed !== undefined) return yield* routed
+      }
       const existing = (yield* registry.channels).find(
         (c) => c.address === address && (c.remoteListenPort === port || (c.direction === "outbound" && c.port === port))
       )
-      if (existing !== undefined) return existing
+      if (existing !== undefined) {
+        if (options.id !== undefined && existing.remoteId !== options.id) {
+          return yield* new PeerIdentityMismatch({ expected: options.id, actual: existing.remoteId })
+        }
+        return existing
+      }
       const key = `${address}:${port}`
       const mine = yield* Deferred.make<PeerChannel, DialError>()
       const inProgress = yield* SynchronizedRef.modify(dialing, (m) => {
@@ -285,8 +378,14 @@ const make = Effect.gen(function* () {
         if (d !== undefined) return [d, m] as const
         return [undefined, new Map(m).set(key, mine)] as const
       })
-      if (inProgress !== undefined) return yield* Deferred.await(inProgress)
-      return yield* dialOnce(address, port).pipe(
+      if (inProgress !== undefined) {
+        const channel = yield* Deferred.await(inProgress)
+        if (options.id !== undefined && channel.remoteId !== options.id) {
+          return yield* new PeerIdentityMismatch({ expected: options.id, actual: channel.remoteId })
+        }
+        return channel
+      }
+      return yield* dialOnce(address, port, options.id).pipe(
         Effect.exit,
         Effect.tap((exit) => Deferred.done(mine, exit)),
         Effect.ensuring(
@@ -363,6 +462,8 @@ const make = Effect.gen(function* () {
     awaitChannel: registry.awaitChannel,
     send: (id, packet) => Effect.flatMap(registry.channel(id), (c) => c.send(packet)),
     incoming: Queue.take(pending),
-    registry
+    registry,
+    runProfileLink,
+    routeDials
   })
 })

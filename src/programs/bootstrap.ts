@@ -41,7 +41,7 @@ export const program = Effect.gen(function* () {
       const token = Context.get(context, AdminToken)
       const fingerprint = Option.match(key, { onNone: () => "", onSome: (k) => `, key ${k.fingerprint}` })
       yield* Console.log(
-        `bootstrap server listening on ${url} (mode ${settings.mode}, network ${JSON.stringify(settings.network)}${fingerprint})`
+        `bootstrap server listening on ${url} (mode ${settings.mode}, network ${JSON.stringify(settings.network)}${fingerprint}${settings.legacy ? ", legacy P2PNet API at /api/Bootstrap/*" : ""})`
       )
       if (Option.isSome(token.generated)) {
         yield* Console.log(
@@ -126,6 +126,11 @@ const flags = {
     ),
     Options.mapEffect(nonNegative),
     Options.optional
+  ),
+  legacy: Options.boolean("legacy").pipe(
+    Options.withDescription(
+      "Also serve the original P2PNet (.NET) bootstrap API at /api/Bootstrap/* (BOOTSTRAP_LEGACY, default false)."
+    )
   )
 }
 
@@ -146,6 +151,7 @@ const flagVariables = (f: Flags) => {
   set("BOOTSTRAP_IDLE_EXPIRY_SECONDS", f.idleExpiry)
   set("BOOTSTRAP_TRUSTED_PROXIES", f.trustedProxies)
   set("BOOTSTRAP_RATE_LIMIT_PER_MINUTE", f.rateLimit)
+  if (f.legacy) vars.set("BOOTSTRAP_LEGACY", "true")
   return vars
 }
 
