@@ -13,9 +13,10 @@ export {
   FrameReader,
   parsePreamble,
   preamble,
-  PROTOCOL_VERSION
+  PROTOCOL_VERSION,
+  SESSION_CODES
 } from "./schema/wire.js"
-export type { FrameValue } from "./schema/wire.js"
+export type { FrameValue, Preamble, SessionName } from "./schema/wire.js"
 export { NetworkConfig, networkSettingsFromEnv, logSettingsFromEnv } from "./layers/Settings.js"
 export {
   NodeIdentity,
@@ -30,11 +31,14 @@ export { IncomingTrust, policyGate, isEnhancedKind } from "./layers/IncomingTrus
 export { TrustHandshake, Verdict, defaultHandshake, transcript } from "./layers/TrustHandshake.js"
 export type { HandshakeContext } from "./layers/TrustHandshake.js"
 export { SecureSession } from "./layers/SecureSession.js"
-export { noiseSessionLayer } from "./layers/NoiseSession.js"
-export type { NoiseOptions, SecureByteStream } from "./layers/NoiseSession.js"
+export type { Opening, UpgradeError } from "./layers/SecureSession.js"
+export { generateStaticKeys, noiseSession, noiseSessionLayer, sessionLayer } from "./layers/NoiseSession.js"
+export type { NoiseOptions, StaticKeyPair } from "./layers/NoiseSession.js"
+export { MAX_PLAINTEXT, NoiseCipher, secureTransport } from "./layers/NoiseTransport.js"
+export type { SecureByteStream, SessionPeer } from "./layers/NoiseTransport.js"
 export { PeerRegistry, NetworkEvent } from "./layers/PeerRegistry.js"
 export { PeerNetwork } from "./layers/PeerNetwork.js"
-export type { PendingPeer, DialError } from "./layers/PeerNetwork.js"
+export type { PendingPeer, DialError, DialOptions } from "./layers/PeerNetwork.js"
 export { RoutineScheduler } from "./layers/RoutineScheduler.js"
 export type { RoutineOptions } from "./layers/RoutineScheduler.js"
 export * from "./schema/routines.js"

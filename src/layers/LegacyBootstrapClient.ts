@@ -451,7 +451,10 @@ export const make = (settings: LegacyBootstrapClientSettings = {}) =>
           Stream.runFoldEffect({ size: 0, parts: [] as Array<Uint8Array> }, (acc, chunk) =>
             acc.size + chunk.length > maxBytes
               ? Effect.fail(new LegacyBootstrapTooLarge({ url, max: maxBytes }))
-              : Effect.succeed({ size: acc.size + chunk.length, parts: [...acc.parts, chunk] })
+              : Effect.sync(() => {
+                  acc.parts.push(chunk)
+                  return { size: acc.size + chunk.length, parts: acc.parts }
+                })
           )
         )
         const bytes = new Uint8Array(chunks.size)
