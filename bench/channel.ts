@@ -461,11 +461,15 @@ const main = Effect.gen(function* () {
       `${defaults.maxFramesPerSecond}, outboxCapacity ${defaults.outboxCapacity}, inboxCapacity ` +
       `${defaults.inboxCapacity}); no limit was changed; the library-vs-node:net rows are measured on the default ` +
       `session, so they include Noise encryption`,
-    `"Noise vs plain" rows: the library column is the default (Noise) channel, the baseline column a channel with ` +
-      `session "plain" on both nodes (its own node in each process), otherwise the same settings and senders`,
     `ratio is library / baseline (for the handshake, a latency, lower is better); ${options.rounds} timed runs of ` +
       `about ${options.seconds} s per side and metric, medians`
   )
+  if (only.includes("secure")) {
+    notes.push(
+      `"Noise vs plain" rows: the library column is the default (Noise) channel, the baseline column a channel with ` +
+        `session "plain" on both nodes (its own node in each process), otherwise the same settings and senders`
+    )
+  }
   yield* Console.log(["", ...table(rows), "", ...notes.map((n) => `  ${n}`), "", JSON.stringify(json)].join("\n"))
 })
 

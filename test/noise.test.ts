@@ -21,10 +21,8 @@ import { generateKeys, NodeIdentity } from "../src/layers/NodeIdentity.js"
 import type { NodeKeys } from "../src/layers/NodeIdentity.js"
 import { generateStaticKeys, noiseSession, noiseSessionLayer } from "../src/layers/NoiseSession.js"
 import type { SecureByteStream, StaticKeyPair } from "../src/layers/NoiseSession.js"
-import { MAX_PLAINTEXT, NoiseCipher, secureTransport } from "../src/layers/NoiseTransport.js"
-import type { SessionPeer } from "../src/layers/NoiseTransport.js"
+import { MAX_PLAINTEXT, NoiseCipher } from "../src/layers/NoiseTransport.js"
 import { SecureSession } from "../src/layers/SecureSession.js"
-import type { Opening } from "../src/layers/SecureSession.js"
 import { ConnectionLost } from "../src/schema/errors.js"
 import { Hello } from "../src/schema/handshake.js"
 import type { NodeId } from "../src/schema/ids.js"
@@ -32,11 +30,20 @@ import { Port } from "../src/schema/ids.js"
 import { DataTransmission } from "../src/schema/packets.js"
 import type { Packet } from "../src/schema/packets.js"
 import { NetworkSettings } from "../src/schema/settings.js"
-import { decodeBody, encodeFrame, preamble, PROTOCOL_VERSION } from "../src/schema/wire.js"
+import { encodeFrame, preamble, PROTOCOL_VERSION } from "../src/schema/wire.js"
 import { message, now, startNode } from "./support/nodes.js"
 import { CLIENT_HANDSHAKE_MESSAGES, relay, SERVER_HANDSHAKE_MESSAGES, splitDirection } from "./support/noise-relay.js"
 import type { Rewrite } from "./support/noise-relay.js"
-import { cutAt, memoryStream, recordingStream } from "./support/noise-streams.js"
+import {
+  collect,
+  frameValues,
+  opening,
+  rawClient,
+  socketPair,
+  transportPair,
+  upgradeBoth
+} from "./support/noise-sessions.js"
+import { cutAt } from "./support/noise-streams.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // fixtures
@@ -97,144 +104,7 @@ const stillServes = (node: PeerNetwork["Type"]) =>
     assert.deepStrictEqual(texts([got!]), ["after the attack"])
   })
 
-/** Two connected sockets on 127.0.0.1, closed with the scope. */
-const socketPair = Effect.acquireRelease(
-  Effect.async<{ client: net.Socket; server: net.Socket; listener: net.Server }>((resume) => {
-    const listener = net.createServer((server) => resume(Effect.succeed({ client, server, listener })))
-    let client: net.Socket
-    listener.listen(0, "127.0.0.1", () => {
-      client = net.connect({ host: "127.0.0.1", port: (listener.address() as net.AddressInfo).port })
-    })
-  }),
-  (p) =>
-    Effect.sync(() => {
-      p.client.destroy()
-      p.server.destroy()
-      p.listener.close()
-    })
-)
-
-/** A raw TCP client of `port` that records what it receives and tells when the other side closes. */
-const rawClient = (port: number) =>
-  Effect.acquireRelease(
-    Effect.async<{ socket: net.Socket; received: Array<Buffer>; closed: Deferred.Deferred<void> }>((resume) => {
-      const received: Array<Buffer> = []
-      const closed = Deferred.unsafeMake<void>(undefined as never)
-      const socket = net.connect({ host: "127.0.0.1", port }, () =>
-        resume(Effect.succeed({ socket, received, closed }))
-      )
-      socket.on("data", (chunk: Buffer) => received.push(Buffer.from(chunk)))
-      socket.on("close", () => Deferred.unsafeDone(closed, Effect.void))
-      socket.on("error", () => {})
-    }),
-    (c) => Effect.sync(() => c.socket.destroy())
-  )
-
 const sessionFor = (keys: NodeKeys) => Effect.succeed(noiseSession(keys, settingsFor))
-
-/** What Link.establish gives a session: the preamble and a read of the remote's (these tests do not check it). */
-const opening = (stream: ByteStream, extra: Partial<Opening> = {}): Opening => ({
-  preamble: preamble(PROTOCOL_VERSION, "noise"),
-  remotePreamble: Effect.asVoid(
-    Effect.async<void>((resume) => {
-      let got = Buffer.alloc(0)
-      stream.receive({
-        onData: (chunk) => {
-          got = Buffer.concat([got, chunk])
-          if (got.length < 8) return
-          stream.receive(undefined, got.subarray(8))
-          resume(Effect.void)
-        },
-        onEnd: () => resume(Effect.void)
-      })
-    })
-  ),
-  ...extra
-})
-
-/** Runs both sides of a Noise handshake over a fresh socket pair; each result is the side's own outcome. */
-const upgradeBoth = (
-  initiator: SecureSession["Type"],
-  responder: SecureSession["Type"],
-  options: { readonly expectedPeer?: NodeId; readonly record?: Array<Buffer> } = {}
-) =>
-  Effect.gen(function* () {
-    const { client, server } = yield* socketPair
-    const raw = socketStream(client)
-    const ca = options.record === undefined ? raw : recordingStream(raw, options.record)
-    const cb = socketStream(server)
-    const extra = options.expectedPeer === undefined ? {} : { expectedPeer: options.expectedPeer }
-    return yield* Effect.all(
-      [
-        Effect.either(initiator.upgrade(ca, "initiator", opening(raw, extra))),
-        Effect.either(responder.upgrade(cb, "responder", opening(cb)))
-      ],
-      { concurrency: 2 }
-    )
-  })
-
-/** Everything a stream delivers, and how it ended. */
-const collect = (stream: ByteStream) =>
-  Effect.gen(function* () {
-    const data: Array<Buffer> = []
-    const ended = yield* Deferred.make<ConnectionLost>()
-    const arrived = yield* Deferred.make<void>()
-    stream.receive({
-      onData: (chunk) => {
-        data.push(Buffer.from(chunk))
-        Deferred.unsafeDone(arrived, Effect.void)
-      },
-      onEnd: (reason) => Deferred.unsafeDone(ended, Effect.succeed(reason))
-    })
-    return { data, ended, arrived }
-  })
-
-const frameValues = (bytes: Buffer) => {
-  const values = []
-  for (let at = 0; at + 4 <= bytes.length;) {
-    const len = bytes.readUInt32BE(at)
-    values.push(decodeBody(bytes.subarray(at + 4, at + 4 + len)))
-    at += 4 + len
-  }
-  return values
-}
-
-const somePeer: SessionPeer = { nodeId: generateKeys().id, publicKey: new Uint8Array(32), network: "p2pnet" }
-
-/** A sending and a receiving secureTransport over memory streams, keyed alike. */
-const transportPair = (key: Buffer, options: { readonly txInterval?: number; readonly rxInterval?: number } = {}) => {
-  const out = memoryStream()
-  const inn = memoryStream()
-  const sender = secureTransport(
-    out.stream,
-    somePeer,
-    new NoiseCipher(key, options.txInterval),
-    new NoiseCipher(crypto.randomBytes(32))
-  )
-  const receiver = secureTransport(
-    inn.stream,
-    somePeer,
-    new NoiseCipher(crypto.randomBytes(32)),
-    new NoiseCipher(key, options.rxInterval)
-  )
-  const delivered: Array<Buffer> = []
-  let ended: ConnectionLost | undefined
-  receiver.receive({
-    onData: (c) => delivered.push(Buffer.from(c)),
-    onEnd: (r) => {
-      ended = r
-    }
-  })
-  return {
-    send: (chunks: ReadonlyArray<Uint8Array>) => Effect.runSync(sender.write(chunks)),
-    wire: () => Buffer.concat(out.written),
-    feed: inn.feed,
-    end: inn.end,
-    delivered: () => Buffer.concat(delivered),
-    ended: () => ended,
-    receiverDestroyed: inn.destroyed
-  }
-}
 
 /** Noise's REKEY(k), written from the spec (§4.2): the first 32 bytes of ENCRYPTWITHAD(k, 2^64-1, "", zeros). */
 const rekeyBySpec = (k: Buffer): Buffer => {
@@ -413,6 +283,7 @@ describe("NoiseSession: tampering closes the channel with a typed error", () => 
         assert.isTrue(whole.subarray(0, got.length).equals(got), "delivered bytes are a prefix of the plaintext")
         assert.instanceOf(t.ended(), ConnectionLost)
         assert.match(t.ended()!.message, /authentication|truncated|too short/)
+        assert.isTrue(t.receiverDestroyed(), "the connection is closed, not left open")
       }),
       { numRuns: 300 }
     )
@@ -831,6 +702,22 @@ describe("NoiseSession: rekeying", () => {
       // and they did: at least 50 rekeys in each direction
       assert.isAtLeast(mitm.forwarded(), n)
       assert.isAtLeast(splitDirection(Buffer.concat(mitm.toClient), SERVER_HANDSHAKE_MESSAGES).transport.length, n)
+    })
+  )
+
+  it.scopedLive("a node rekeying every 4 messages and one that does not: the channel fails authentication", () =>
+    Effect.gen(function* () {
+      // shows that the node-level option reaches the transport: with the same interval the 200 messages above pass
+      const a = yield* startNode({ reconnectRetries: 0 }, { secure: noiseSessionLayer({ rekeyInterval: 4 }) })
+      const b = yield* secureNode({ reconnectRetries: 0 })
+      const channel = yield* a.dial("127.0.0.1", b.port)
+      yield* channel.awaitTrusted
+      const inbound = yield* b.awaitChannel(a.id)
+      // bounded: past the first rekey whatever is sent fails (sends after the close fail too, hence ignored)
+      for (let i = 0; i < 10; i++) yield* Effect.ignore(channel.sendAndAwait(message(a.id, `m${i}`)))
+      const reason = yield* inbound.awaitClosed
+      assert.strictEqual(reason._tag, "ConnectionLost")
+      assert.include(reason.message, "failed authentication")
     })
   )
 

@@ -8,7 +8,7 @@
  * (spec 1.4: the original's reader loses packets that arrive in one read), from a fiber of its own, so a slow legacy
  * peer only ever holds up its own channel.
  */
-import { Clock, Deferred, Effect, Either, Exit, Queue } from "effect"
+import { Clock, Deferred, Effect, Either, Exit, Option, Queue } from "effect"
 import * as crypto from "node:crypto"
 import type { CloseReason, ConnectionLost as ConnectionLostT } from "../schema/errors.js"
 import {
@@ -27,7 +27,15 @@ import type { LegacyConversionError, LegacyDecodeError, LegacyTagError } from ".
 import type { LegacyFrame } from "../schema/legacy/stream.js"
 import { LegacyStreamParser } from "../schema/legacy/stream.js"
 import { decodeLegacyPacket, encodeLegacyFrame, fromNativePacket, toNativePacket } from "../schema/legacy/packets.js"
-import type { Packet } from "../schema/packets.js"
+import { DataTransmission, NetworkTask } from "../schema/packets.js"
+import type { Packet, TaskId } from "../schema/packets.js"
+import {
+  decodeLegacyTask,
+  fromNativeTaskRequest,
+  legacyTaskBytes,
+  toNativeTaskRequest
+} from "../schema/legacy/tasks.js"
+import { decodeTaskPayload, encodeTaskPayload } from "../schema/tasks.js"
 import type { NetworkSettings } from "../schema/settings.js"
 import { decodeBody, FrameReader, PROTOCOL_VERSION } from "../schema/wire.js"
 import type { ByteStream } from "./Connection.js"
@@ -115,6 +123,10 @@ const unknownTagScanner = () => {
   }
 }
 
+/** What an inbox item counts against inboxMaxBytes, as in Link.attach: its attachment plus a fixed allowance. */
+const inboxBytes = (item: { readonly _tag: string }): number =>
+  item instanceof DataTransmission ? item.data.length + 64 : 64
+
 /** Bytes a frame took on the wire: both tags and its payload. */
 const frameBytes = (f: LegacyFrame) => 2 * f.kind.length + 5 + Buffer.byteLength(f.json, "utf8")
 
@@ -153,12 +165,30 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
       destroy: Effect.zipRight(Deferred.succeed(closed, undefined), raw.destroy)
     }
 
+    // legacy tasks have no id: each gets one here, so the task handler can run it like a native task
+    let tasks = 0
+    const taskIn = (dt: DataTransmission) => {
+      const request = legacyTaskRequest(dt)
+      if (request === undefined) return dt
+      const task = NetworkTask.make({
+        id: `legacy-${++tasks}` as TaskId,
+        ...request,
+        origin: dt.origin,
+        sentAt: dt.sentAt
+      })
+      return Either.match(encodeTaskPayload(task), {
+        onLeft: () => dt,
+        onRight: (data) => DataTransmission.make({ format: "Task", data, origin: dt.origin, sentAt: dt.sentAt })
+      })
+    }
+
     // ---- receiving ----------------------------------------------------------------------------------------------
     const parser = new LegacyStreamParser({ maxBufferBytes: opts.maxBufferBytes })
     const scan = unknownTagScanner()
     let done = false
     let paused = false
     let queued = 0
+    let queuedBytes = 0
     let pings = 0
     let pushed = 0
     let framed = 0
@@ -194,8 +224,10 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
       const packet = toNativePacket(value, { origin: opts.remoteId })
       if (Either.isLeft(packet)) return end(reasonOf(packet.left))
       if (packet.right._tag === "PeerGroup") opts.onPeerGroup?.(packet.right.peers)
-      inbox.unsafeOffer(packet.right)
+      const item = packet.right._tag === "DataTransmission" ? taskIn(packet.right) : packet.right
+      inbox.unsafeOffer(item)
       queued++
+      queuedBytes += inboxBytes(item)
     }
 
     stream.receive({
@@ -218,7 +250,7 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
         if (junk > opts.maxJunkBytes) {
           return end(new ProtocolMismatch({ reason: `${junk} bytes outside any legacy frame` }))
         }
-        if (queued >= settings.inboxCapacity && !paused) {
+        if ((queued >= settings.inboxCapacity || queuedBytes >= settings.inboxMaxBytes) && !paused) {
           paused = true
           stream.pause()
         }
@@ -281,7 +313,13 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
           // handshake frames (Hello, Reject, proofs) have no legacy form: the original has nothing to read them with
           if (Either.isRight(value) && isPacket(value.right)) packets.push(value.right)
         })
-        return sendAll(packets.map((p) => encodeLegacyFrame(fromNativePacket(p, { identifier: opts.identifier }))))
+        const frames: Array<Uint8Array> = []
+        for (const p of packets) {
+          const legacy = p._tag === "DataTransmission" ? taskOut(p) : p
+          if (legacy !== undefined)
+            frames.push(encodeLegacyFrame(fromNativePacket(legacy, { identifier: opts.identifier })))
+        }
+        return sendAll(frames)
       })
 
     const link: LegacyLink = {
@@ -293,8 +331,9 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
         for (const item of items) {
           if (item instanceof LinkEnd || item._tag === "TrustDecided") continue
           queued--
+          queuedBytes -= inboxBytes(item)
         }
-        if (paused && queued < settings.inboxCapacity / 2) {
+        if (paused && queued < settings.inboxCapacity / 2 && queuedBytes < settings.inboxMaxBytes / 2) {
           paused = false
           stream.resume()
         }
@@ -309,6 +348,37 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
     }
     return link
   })
+
+/**
+ * A legacy NetworkTask (`{"TaskType":n,"TaskData":{...}}` in a Task DataTransmission) as a native task request, or
+ * undefined when the data is not one or its TaskType is unknown (then it goes on as it is, and the task handler
+ * rejects and counts it: never a crash, unlike the original's B4).
+ */
+const legacyTaskRequest = (dt: DataTransmission) => {
+  if (dt.format !== "Task") return undefined
+  const text = Buffer.from(dt.data.buffer, dt.data.byteOffset, dt.data.byteLength).toString("utf8")
+  if (!/"TaskType"\s*:/.test(text)) return undefined
+  const legacy = decodeLegacyTask(text)
+  if (Either.isLeft(legacy)) return undefined
+  return Option.getOrUndefined(toNativeTaskRequest(legacy.right))
+}
+
+/**
+ * What a Task DataTransmission becomes for a legacy peer: a native NetworkTask becomes the original's NetworkTask JSON
+ * (its id is lost: the original has none); a TaskReply has no legacy form and is not sent; other data goes as it is.
+ */
+const taskOut = (dt: DataTransmission): DataTransmission | undefined => {
+  if (dt.format !== "Task") return dt
+  const payload = decodeTaskPayload(dt.data)
+  if (Either.isLeft(payload)) return dt
+  if (payload.right._tag === "TaskReply") return undefined
+  const legacy = fromNativeTaskRequest(payload.right)
+  return Option.match(legacy, {
+    onNone: () => dt,
+    onSome: (task) =>
+      DataTransmission.make({ format: "Task", data: legacyTaskBytes(task), origin: dt.origin, sentAt: dt.sentAt })
+  })
+}
 
 const PACKET_TAGS = new Set(["Identity", "Disconnect", "PeerGroup", "DataTransmission", "PureMessage"])
 const isPacket = (v: { readonly _tag: string }): v is Packet => PACKET_TAGS.has(v._tag)

@@ -55,14 +55,17 @@ export class NoiseCipher {
   }
   /** Encrypts `pieces` as one message, appending the ciphertext pieces and the tag to `out`. */
   seal(pieces: ReadonlyArray<Uint8Array>, out: Array<Uint8Array>): void {
-    const c = crypto.createCipheriv(ALGORITHM, this.key, this.nextNonce(), { authTagLength: TAG })
+    // the nonce first: reaching a rekey boundary replaces this.key, which this message must already use
+    const nonce = this.nextNonce()
+    const c = crypto.createCipheriv(ALGORITHM, this.key, nonce, { authTagLength: TAG })
     for (const p of pieces) out.push(c.update(p))
     c.final()
     out.push(c.getAuthTag())
   }
   /** Decrypts one message given as pieces and its tag; undefined when it does not authenticate. */
   open(pieces: ReadonlyArray<Uint8Array>, tag: Uint8Array): Array<Buffer> | undefined {
-    const d = crypto.createDecipheriv(ALGORITHM, this.key, this.nextNonce(), { authTagLength: TAG })
+    const nonce = this.nextNonce()
+    const d = crypto.createDecipheriv(ALGORITHM, this.key, nonce, { authTagLength: TAG })
     d.setAuthTag(tag)
     const plain = pieces.map((p) => d.update(p))
     try {

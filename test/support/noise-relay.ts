@@ -89,7 +89,7 @@ export interface Relay {
  */
 export const relay = (port: number, options: { readonly parse?: boolean } = {}) =>
   Effect.acquireRelease(
-    Effect.async<Relay & { readonly server: net.Server }>((resume) => {
+    Effect.async<Relay & { readonly close: () => void }>((resume) => {
       const recorded: Array<Buffer> = []
       const toServer: Array<Buffer> = []
       const toClient: Array<Buffer> = []
@@ -97,8 +97,10 @@ export const relay = (port: number, options: { readonly parse?: boolean } = {}) 
       const attack: Relay["attack"] = { next: undefined }
       let forwarded = 0
       const parse = options.parse ?? true
+      const sockets = new Set<net.Socket>()
       const server = net.createServer((client) => {
         const upstream = net.connect({ host: "127.0.0.1", port })
+        sockets.add(client).add(upstream)
         const splitter = new UnitSplitter(CLIENT_HANDSHAKE_MESSAGES)
         let held: Buffer | undefined
         let cut = false
@@ -139,8 +141,14 @@ export const relay = (port: number, options: { readonly parse?: boolean } = {}) 
           toClient.push(Buffer.from(chunk))
           client.write(chunk)
         })
-        client.on("close", () => upstream.destroy())
-        upstream.on("close", () => client.destroy())
+        client.on("close", () => {
+          sockets.delete(client)
+          upstream.destroy()
+        })
+        upstream.on("close", () => {
+          sockets.delete(upstream)
+          client.destroy()
+        })
         client.on("error", () => {})
         upstream.on("error", () => {})
       })
@@ -154,10 +162,13 @@ export const relay = (port: number, options: { readonly parse?: boolean } = {}) 
             tamper,
             attack,
             forwarded: () => forwarded,
-            server
+            close: () => {
+              for (const s of sockets) s.destroy()
+              server.close()
+            }
           })
         )
       )
     }),
-    (r) => Effect.sync(() => r.server.close())
+    (r) => Effect.sync(r.close)
   )

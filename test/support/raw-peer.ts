@@ -95,7 +95,9 @@ export const connectRaw = (port: number): Effect.Effect<RawPeer, never, Scope.Sc
         const parsed = parsePreamble(head.subarray(0, PREAMBLE_LENGTH))
         Deferred.unsafeDone(
           version,
-          Either.isRight(parsed) ? Effect.succeed(parsed.right.version) : Effect.fail(new RawClosed({ detail: parsed.left }))
+          Either.isRight(parsed)
+            ? Effect.succeed(parsed.right.version)
+            : Effect.fail(new RawClosed({ detail: parsed.left }))
         )
         rest = head.subarray(PREAMBLE_LENGTH)
       }
