@@ -290,12 +290,20 @@ export type {
 
 // Compatibility profile: unmodified P2PNet (.NET) peers on their own wire (layers/Compat.ts).
 export { compatLayer, compatLayerConfig, compatLayerFrom } from "./layers/Compatibility.js"
-export type { CompatLayerOptions, CompatRequirements } from "./layers/Compatibility.js"
+export type { CompatLayerOptions, CompatRequirements, CompatServices } from "./layers/Compatibility.js"
+export {
+  CompatBootstrap,
+  CompatBootstrapEvent,
+  LEGACY_BOOTSTRAP_HEARTBEAT,
+  legacyAnnouncedAddress,
+  legacyHeartbeatRoutine
+} from "./layers/CompatBootstrap.js"
+export type { CompatBootstrapStats } from "./layers/CompatBootstrap.js"
 export { CompatConfig, CompatProfile, compatSettingsFromEnv } from "./layers/Compat.js"
 export { LegacyDiscovery, LegacyDiscoveryEvent } from "./layers/LegacyDiscovery.js"
 export type { LegacyDiscoveryStats } from "./layers/LegacyDiscovery.js"
 export { legacyNodeId, makeLegacyLink } from "./actors/LegacyLink.js"
 export type { LegacyLink, LegacyLinkOptions } from "./actors/LegacyLink.js"
-export { CompatSettings, LegacyDiscoverySettings } from "./schema/compat.js"
+export { CompatSettings, LegacyBootstrapUrl, LegacyDiscoverySettings } from "./schema/compat.js"
 export type { CompatSettingsInput } from "./schema/compat.js"
 export type { DialRoute, ProfileLink } from "./layers/PeerNetwork.js"

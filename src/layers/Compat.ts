@@ -4,7 +4,7 @@
  * that PeerNetwork.dial (and so the PeerConnector) uses for endpoints known to be legacy, and the original's
  * "Ping from" trust protocol when asked for. Legacy connections become ordinary PeerChannels (actors/LegacyLink.ts),
  * so their packets reach the same handlers, inbox and registry, and Distribution.broadcast reaches legacy peers too.
- * `compatLayer` adds legacy LAN discovery (layers/LegacyDiscovery.ts).
+ * `compatLayer` adds legacy LAN discovery (layers/LegacyDiscovery.ts) and legacy bootstrap (layers/CompatBootstrap.ts).
  */
 import {
   Config,
@@ -391,7 +391,12 @@ export const compatSettingsFromEnv = Effect.gen(function* () {
     sendSpacingMillis: int("P2P_COMPAT_SEND_SPACING_MS"),
     pingTrust: bool("P2P_COMPAT_PING_TRUST"),
     pingIntervalMillis: int("P2P_COMPAT_PING_INTERVAL_MS"),
-    peers: Config.array(Config.string(), "P2P_COMPAT_PEERS").pipe(Config.option)
+    peers: Config.array(Config.string(), "P2P_COMPAT_PEERS").pipe(Config.option),
+    bootstrap: Config.array(Config.string(), "P2P_COMPAT_BOOTSTRAP").pipe(
+      Config.map((urls) => urls.map((u) => u.trim()).filter((u) => u !== "")),
+      Config.option
+    ),
+    bootstrapHeartbeatMillis: int("P2P_COMPAT_BOOTSTRAP_HEARTBEAT_MS")
   })
   const discovery = yield* Config.all({
     enabled: bool("P2P_COMPAT_DISCOVERY"),

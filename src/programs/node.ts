@@ -36,6 +36,7 @@ import { bootstrapCommand } from "./bootstrap.js"
 import { compatSettingsFromEnv } from "../layers/Compat.js"
 import { compatLayerFrom } from "../layers/Compatibility.js"
 import { CompatSettings } from "../schema/compat.js"
+import { LegacyBootstrapClient } from "../layers/LegacyBootstrapClient.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The node's layers
@@ -79,7 +80,8 @@ export const nodeLayerWithBootstrap = Layer.unwrapEffect(
 /**
  * The node layer with the compatibility profile on top when P2P_COMPAT is on (`--compat`, src/layers/Compat.ts):
  * unmodified P2PNet (.NET) peers are accepted on a legacy listener (8051..8999 unless P2P_COMPAT_PORT), found by legacy
- * LAN discovery (UDP 8001-8003) and dialled at P2P_COMPAT_PEERS (`--legacy-peer`). Here the original's "Ping from"
+ * LAN discovery (UDP 8001-8003), dialled at P2P_COMPAT_PEERS (`--legacy-peer`), and found through the legacy bootstrap
+ * servers of P2P_COMPAT_BOOTSTRAP (`--legacy-bootstrap`, src/layers/CompatBootstrap.ts). Here the original's "Ping from"
  * trust is on unless P2P_COMPAT_PING_TRUST=false, since .NET peers have no other way to trust: it authenticates
  * nothing, and the node says so at Warning level. Legacy channels are never encrypted.
  */
@@ -88,7 +90,12 @@ export const nodeLayerWithCompat = Layer.unwrapEffect(
     if (!(yield* Config.boolean("P2P_COMPAT").pipe(Config.withDefault(false)))) return nodeLayerWithBootstrap
     const settings = yield* compatSettingsFromEnv
     const pingTrust = yield* Config.boolean("P2P_COMPAT_PING_TRUST").pipe(Config.withDefault(true))
-    return Layer.provideMerge(compatLayerFrom(CompatSettings.make({ ...settings, pingTrust })), nodeLayerWithBootstrap)
+    return Layer.provideMerge(
+      compatLayerFrom(CompatSettings.make({ ...settings, pingTrust }), {
+        bootstrapClient: LegacyBootstrapClient.layerConfig
+      }),
+      nodeLayerWithBootstrap
+    )
   })
 )
 
@@ -370,6 +377,13 @@ export const flags = {
     ),
     Options.repeated
   ),
+  legacyBootstrap: Options.text("legacy-bootstrap").pipe(
+    Options.withDescription(
+      "A P2PNet (.NET) bootstrap server URL to join with --compat (peers request, then a heartbeat every 8 s); " +
+        "repeat for more (P2P_COMPAT_BOOTSTRAP, comma-separated). Tasks it sends are logged, never executed."
+    ),
+    Options.repeated
+  ),
   logFormat: Options.choice("log-format", ["pretty", "json"]).pipe(
     Options.withDescription("pretty text or JSON lines, for events and logs (P2P_LOG_FORMAT, default pretty)."),
     Options.optional
@@ -403,6 +417,7 @@ export const flagVariables = (f: Flags, logLevel: Option.Option<string>): Map<st
   set("P2P_LOG_FORMAT", f.logFormat)
   set("P2P_COMPAT", f.compat)
   if (f.legacyPeers.length > 0) vars.set("P2P_COMPAT_PEERS", f.legacyPeers.join(","))
+  if (f.legacyBootstrap.length > 0) vars.set("P2P_COMPAT_BOOTSTRAP", f.legacyBootstrap.join(","))
   set("P2P_SESSION", f.session)
   set("P2P_LOG_LEVEL", logLevel)
   return vars

@@ -9,6 +9,15 @@ const int = (d: number) => Schema.optionalWith(Schema.Int.pipe(Schema.nonNegativ
 const positive = (d: number) => Schema.optionalWith(Schema.Int.pipe(Schema.positive()), { default: () => d })
 const portNumber = Schema.Int.pipe(Schema.between(0, 65535))
 
+/** An http or https base URL of a legacy (P2PNet .NET) bootstrap server; any path is replaced by the endpoint's (§8.1). */
+export const LegacyBootstrapUrl = Schema.String.pipe(
+  Schema.filter(
+    (s) =>
+      (URL.canParse(s) && ["http:", "https:"].includes(new URL(s).protocol)) ||
+      `expected an http or https URL, got ${JSON.stringify(s)}`
+  )
+)
+
 /** Legacy LAN discovery (spec 2): the original's JSON datagram on its designated ports. */
 export class LegacyDiscoverySettings extends Schema.Class<LegacyDiscoverySettings>("LegacyDiscoverySettings")({
   /** Start legacy discovery with the profile. */
@@ -73,6 +82,13 @@ export class CompatSettings extends Schema.Class<CompatSettings>("CompatSettings
   maxPings: positive(200),
   /** Legacy peers dialled at start ("host:port"). */
   peers: Schema.optionalWith(Schema.Array(Schema.String), { default: () => [] }),
+  /**
+   * Legacy (P2PNet .NET) bootstrap servers joined at start (spec 8.3, layers/CompatBootstrap.ts): the peers request,
+   * the listed peers dialled as legacy peers, then heartbeats. Empty: none.
+   */
+  bootstrap: Schema.optionalWith(Schema.Array(LegacyBootstrapUrl), { default: () => [] }),
+  /** Between heartbeats to each legacy bootstrap server (original: 8000 ms, spec appendix A). */
+  bootstrapHeartbeatMillis: positive(8_000),
   discovery: Schema.optionalWith(LegacyDiscoverySettings, { default: () => LegacyDiscoverySettings.make({}) })
 }) {}
 
