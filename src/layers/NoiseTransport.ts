@@ -1,16 +1,19 @@
 /**
  * Noise transport messages after the handshake (Noise spec §5.1, §11.3): each message is a u16 big-endian length,
- * then ChaCha20-Poly1305 ciphertext and its 16-byte tag, encrypted with node:crypto under the key from the handshake's
- * Split(), nonce = 4 zero bytes + 64-bit little-endian counter, empty associated data. Every `rekeyInterval` messages
- * per direction both sides REKEY (key = first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros)).
+ * then ChaCha20-Poly1305 (IETF) ciphertext and its 16-byte tag, computed by libsodium (sodium-native, which the
+ * handshake's noise-handshake uses too) under the key from the handshake's Split(), nonce = 4 zero bytes + 64-bit
+ * little-endian counter, empty associated data. Every `rekeyInterval` messages per direction both sides REKEY
+ * (key = first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros)).
  *
- * Writes pack the chunks given into messages of at most 65,519 plaintext bytes; a large payload is encrypted slice by
- * slice as it lies in memory (never concatenated as a whole), and many small frames share one message. Reads decrypt a
- * message only once it is complete and hand plaintext to the framing only after its tag verified: a flipped bit, a
- * replayed, reordered or truncated message ends the stream with ConnectionLost and destroys the socket.
+ * Writes pack the chunks given into messages of at most 65,519 plaintext bytes, each built in one buffer and encrypted
+ * in place: a large payload is copied and encrypted one message-sized slice at a time (never concatenated as a whole),
+ * and many small frames share one message. Reads decrypt a message in place once it is complete and hand plaintext to
+ * the framing only after its tag verified: a flipped bit, a replayed, reordered or truncated message ends the stream
+ * with ConnectionLost and destroys the socket.
  */
 import { Effect } from "effect"
-import * as crypto from "node:crypto"
+// @ts-expect-error sodium-native ships no type declarations
+import sodium from "sodium-native"
 import type { ByteStream, Receiver } from "../actors/Connection.js"
 import { ConnectionLost } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
@@ -19,7 +22,6 @@ import type { NodeId } from "../schema/ids.js"
 export const MAX_MESSAGE = 65535
 const TAG = 16
 export const MAX_PLAINTEXT = MAX_MESSAGE - TAG
-const ALGORITHM = "chacha20-poly1305"
 const REKEY_NONCE = Buffer.concat([Buffer.alloc(4), Buffer.alloc(8, 0xff)])
 
 /** One direction's Noise CipherState: key, counter, rekey. */
@@ -49,41 +51,57 @@ export class NoiseCipher {
     return this.nonce
   }
   private rekey() {
-    const c = crypto.createCipheriv(ALGORITHM, this.key, REKEY_NONCE, { authTagLength: TAG })
-    this.key = c.update(Buffer.alloc(32))
-    c.final()
+    const out = Buffer.alloc(32 + TAG)
+    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(out, Buffer.alloc(32), null, null, REKEY_NONCE, this.key)
+    this.key = out.subarray(0, 32)
   }
-  /** Encrypts `pieces` as one message, appending the ciphertext pieces and the tag to `out`. */
-  seal(pieces: ReadonlyArray<Uint8Array>, out: Array<Uint8Array>): void {
-    // the nonce first: reaching a rekey boundary replaces this.key, which this message must already use
+  /**
+   * Encrypts `pieces` (at most MAX_PLAINTEXT bytes in all) as one transport message: a u16 length, the ciphertext and
+   * its tag, in one buffer. The pieces are copied into it and encrypted in place, so a large payload costs one copy
+   * of each message's slice, never of the whole payload.
+   */
+  seal(pieces: ReadonlyArray<Uint8Array>, size: number, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
     const nonce = this.nextNonce()
-    const c = crypto.createCipheriv(ALGORITHM, this.key, nonce, { authTagLength: TAG })
-    for (const p of pieces) out.push(c.update(p))
-    c.final()
-    out.push(c.getAuthTag())
+    const message = alloc(2 + size + TAG)
+    message.writeUInt16BE(size + TAG, 0)
+    let at = 2
+    for (const p of pieces) {
+      if (Buffer.isBuffer(p)) p.copy(message, at)
+      else message.set(p, at)
+      at += p.length
+    }
+    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
+      message.subarray(2),
+      message.subarray(2, 2 + size),
+      null,
+      null,
+      nonce,
+      this.key
+    )
+    return message
   }
-  /** Decrypts one message given as pieces and its tag; undefined when it does not authenticate. */
-  open(pieces: ReadonlyArray<Uint8Array>, tag: Uint8Array): Array<Buffer> | undefined {
+  /**
+   * Decrypts one message body (ciphertext and tag) in place; the plaintext is a view of `body`, or undefined when it
+   * does not authenticate (then nothing of it is usable).
+   */
+  open(body: Buffer): Buffer | undefined {
     const nonce = this.nextNonce()
-    const d = crypto.createDecipheriv(ALGORITHM, this.key, nonce, { authTagLength: TAG })
-    d.setAuthTag(tag)
-    const plain = pieces.map((p) => d.update(p))
+    if (body.length < TAG) return undefined
+    const plain = body.subarray(0, body.length - TAG)
     try {
-      d.final()
+      sodium.crypto_aead_chacha20poly1305_ietf_decrypt(plain, null, body, null, nonce, this.key)
     } catch {
       return undefined
     }
     return plain
   }
+  /** One message's ciphertext and tag (no length prefix). */
   encrypt(plaintext: Uint8Array): Buffer {
-    const out: Array<Uint8Array> = []
-    this.seal([plaintext], out)
-    return Buffer.concat(out)
+    return this.seal([plaintext], plaintext.length).subarray(2)
   }
+  /** The plaintext of one message's ciphertext and tag, or undefined when it does not authenticate. */
   decrypt(ciphertext: Uint8Array): Buffer | undefined {
-    if (ciphertext.length < TAG) return undefined
-    const plain = this.open([ciphertext.subarray(0, ciphertext.length - TAG)], ciphertext.subarray(-TAG))
-    return plain === undefined ? undefined : Buffer.concat(plain)
+    return this.open(Buffer.from(ciphertext))
   }
 }
 
@@ -128,13 +146,14 @@ class Chunks {
     return out
   }
 }
-const contiguous = (pieces: ReadonlyArray<Buffer>): Buffer =>
-  pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces as Array<Buffer>)
-
-const u16 = (n: number) => {
-  const b = Buffer.allocUnsafe(2)
-  b.writeUInt16BE(n, 0)
-  return b
+const contiguous = (pieces: ReadonlyArray<Buffer>, alloc: (n: number) => Buffer): Buffer => {
+  if (pieces.length === 1) return pieces[0]!
+  let size = 0
+  for (const p of pieces) size += p.length
+  const out = alloc(size)
+  let at = 0
+  for (const p of pieces) at += p.copy(out, at)
+  return out
 }
 
 /** Wraps `stream` in Noise transport messages with `tx` / `rx`. */
@@ -167,20 +186,20 @@ export const secureTransport = (
       while (ended === undefined) {
         if (need < 0) {
           if (input.length < 2) return
-          need = contiguous(input.take(2)).readUInt16BE(0)
+          need = contiguous(input.take(2), Buffer.allocUnsafe).readUInt16BE(0)
           if (need < TAG) return end(new ConnectionLost({ detail: `noise: message of ${need} bytes is too short` }))
         }
         if (input.length < need) return
-        const body = input.take(need - TAG)
-        const tag = contiguous(input.take(TAG))
+        // decrypted in place: a message inside one socket read needs no copy, one across reads is gathered once
+        const body = contiguous(input.take(need), Buffer.allocUnsafe)
         need = -1
-        const plain = rx.open(body, tag)
+        const plain = rx.open(body)
         if (plain === undefined) {
           return end(
             new ConnectionLost({ detail: "noise: message failed authentication (tampered, replayed or reordered)" })
           )
         }
-        for (const p of plain) deliver(p)
+        deliver(plain)
       }
     },
     onEnd: (reason) =>
@@ -190,15 +209,26 @@ export const secureTransport = (
           : reason
       )
   }
+  // full-size message buffers whose write has completed, reused for the next messages (sending allocates no new
+  // memory in steady state); a failed write keeps its buffers out of the pool
+  const free: Array<Buffer> = []
+  const FULL = 2 + MAX_MESSAGE
+  const take = (n: number) =>
+    n < 4096 ? Buffer.allocUnsafe(n) : (free.pop() ?? Buffer.allocUnsafe(FULL)).subarray(0, n)
+  const recycle = (messages: ReadonlyArray<Uint8Array>) => {
+    for (const m of messages) {
+      if (m.byteLength >= 4096 && m.buffer.byteLength === FULL && free.length < 16) {
+        free.push(Buffer.from(m.buffer, m.byteOffset, FULL))
+      }
+    }
+  }
   const encrypt = (chunks: ReadonlyArray<Uint8Array>): Array<Uint8Array> => {
     const out: Array<Uint8Array> = []
     let pieces: Array<Uint8Array> = []
     let size = 0
     const seal = () => {
       if (size === 0) return
-      out.push(u16(size + TAG))
-      // many small frames are gathered into one buffer (at most one message, 64 KiB); large slices go as they are
-      tx.seal(pieces.length > 3 ? [Buffer.concat(pieces, size)] : pieces, out)
+      out.push(tx.seal(pieces, size, take))
       pieces = []
       size = 0
     }
@@ -224,7 +254,11 @@ export const secureTransport = (
     // one writer at a time from encryption to the socket, so concurrent writers cannot send nonces out of order
     write: (chunks) =>
       writeLock.withPermits(1)(
-        Effect.suspend(() => (ended !== undefined ? Effect.fail(ended) : stream.write(encrypt(chunks))))
+        Effect.suspend(() => {
+          if (ended !== undefined) return Effect.fail(ended)
+          const messages = encrypt(chunks)
+          return Effect.tap(stream.write(messages), () => recycle(messages))
+        })
       ),
     receive: (r, unread) => {
       receiver = r
