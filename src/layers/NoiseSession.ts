@@ -1,6 +1,6 @@
 /**
  * The default SecureSession: a Noise XX handshake (Noise_XX_25519_ChaChaPoly_BLAKE2b, from `noise-handshake`), then
- * every byte in Noise transport messages encrypted with node:crypto's ChaCha20-Poly1305 (NoiseTransport.ts).
+ * every byte in Noise transport messages encrypted with libsodium's ChaCha20-Poly1305 (NoiseTransport.ts).
  *
  * The handshake payload (messages 2 and 3) binds the Noise static key to the node's Ed25519 identity key by a
  * signature, carries the network name, and, when a network key is set, an HMAC proving the sender knows it, bound to
