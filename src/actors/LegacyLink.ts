@@ -17,7 +17,6 @@ import {
   FrameTooLarge,
   FrameTruncated,
   InvalidPacket,
-  PeerFlooding,
   ProtocolMismatch,
   UnknownPacketKind
 } from "../schema/errors.js"
@@ -40,7 +39,7 @@ import type { NetworkSettings } from "../schema/settings.js"
 import { decodeBody, FrameReader, PROTOCOL_VERSION } from "../schema/wire.js"
 import type { ByteStream } from "./Connection.js"
 import type { ChannelCounters, InboxItem, Link } from "./Link.js"
-import { LinkEnd } from "./Link.js"
+import { floodGate, LinkEnd } from "./Link.js"
 
 /**
  * The NodeId standing for a legacy peer, which has no key: the first 20 bytes of SHA-256 of
@@ -192,9 +191,7 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
     let pings = 0
     let pushed = 0
     let framed = 0
-    let windowStart = clock.unsafeCurrentTimeMillis()
-    let windowFrames = 0
-    const limit = settings.maxFramesPerSecond
+    const flooded = floodGate(settings.maxFramesPerSecond, clock)
 
     const end = (reason: CloseReason) => {
       if (done) return
@@ -206,14 +203,8 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
 
     const onFrame = (frame: LegacyFrame) => {
       counters.framesIn++
-      if (limit > 0) {
-        const now = clock.unsafeCurrentTimeMillis()
-        if (now - windowStart >= 1000) {
-          windowStart = now
-          windowFrames = 0
-        }
-        if (++windowFrames > limit) return end(new PeerFlooding({ frames: windowFrames, limit }))
-      }
+      const flood = flooded()
+      if (flood !== undefined) return end(flood)
       const legacy = decodeLegacyPacket(frame.kind, frame.json)
       if (Either.isLeft(legacy)) return end(reasonOf(legacy.left))
       const value = legacy.right

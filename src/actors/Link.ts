@@ -175,6 +175,24 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     } satisfies Link
   })
 
+/**
+ * Counts frames in one-second windows of `clock`: called once per received frame, it returns PeerFlooding once more
+ * than `limit` arrived in the current window (a limit of 0 disables it).
+ */
+export const floodGate = (limit: number, clock: Clock.Clock) => {
+  let windowStart = clock.unsafeCurrentTimeMillis()
+  let windowFrames = 0
+  return (): PeerFlooding | undefined => {
+    if (limit <= 0) return undefined
+    const now = clock.unsafeCurrentTimeMillis()
+    if (now - windowStart >= 1000) {
+      windowStart = now
+      windowFrames = 0
+    }
+    return ++windowFrames > limit ? new PeerFlooding({ frames: windowFrames, limit }) : undefined
+  }
+}
+
 /** What an inbox item counts against inboxMaxBytes: its attachment plus a fixed allowance for the rest. */
 const inboxBytes = (item: FrameValue): number => (item._tag === "DataTransmission" ? item.data.length + 64 : 64)
 
@@ -190,9 +208,7 @@ const attach = (
   let paused = false
   let queued = 0
   let queuedBytes = 0
-  let windowStart = clock.unsafeCurrentTimeMillis()
-  let windowFrames = 0
-  const limit = settings.maxFramesPerSecond
+  const flooded = floodGate(settings.maxFramesPerSecond, clock)
   // decoded frames are handed to the inbox once per event-loop turn, after every socket read of that turn, so the
   // channel's fibers wake once per turn instead of once per 64 KiB read
   let pending: Array<InboxItem> = []
@@ -213,14 +229,8 @@ const attach = (
   const onBody = (buffer: Buffer, from: number, to: number) => {
     if (done) return
     counters.framesIn++
-    if (limit > 0) {
-      const now = clock.unsafeCurrentTimeMillis()
-      if (now - windowStart >= 1000) {
-        windowStart = now
-        windowFrames = 0
-      }
-      if (++windowFrames > limit) return end(new PeerFlooding({ frames: windowFrames, limit }))
-    }
+    const flood = flooded()
+    if (flood !== undefined) return end(flood)
     const decoded = decodeRange(buffer, from, to)
     if (Either.isLeft(decoded)) return end(decoded.left)
     pending.push(decoded.right)

@@ -201,6 +201,15 @@ const makeNoise = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOpti
           new NoiseCipher(noise.tx, rekeyInterval),
           new NoiseCipher(noise.rx, rekeyInterval)
         )
+      /** Tells the remote why inside the session (it can read it now: the handshake is complete), then fails. */
+      const refuse = (problem: string) =>
+        transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" })
+          .write([encodeFrame(Reject.make({ reason: problem }))])
+          .pipe(
+            Effect.ignore,
+            Effect.zipRight(stream.destroy),
+            Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: problem })))
+          )
       yield* step(() => noise.initialise(Buffer.alloc(0)))
 
       if (role === "initiator") {
@@ -214,14 +223,7 @@ const makeNoise = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOpti
           noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "initiator", h1)))
         )
         yield* stream.write(message(m3))
-        if ("problem" in theirs) {
-          // tell the responder why, inside the session it can now read
-          const secured = transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" })
-          yield* secured.write([encodeFrame(Reject.make({ reason: theirs.problem }))]).pipe(Effect.ignore)
-          yield* stream.destroy
-          return yield* new HandshakeFailed({ reason: theirs.problem })
-        }
-        return transportFor(theirs.peer)
+        return "problem" in theirs ? yield* refuse(theirs.problem) : transportFor(theirs.peer)
       }
       yield* stream.write([opening.preamble])
       yield* opening.remotePreamble
@@ -232,13 +234,7 @@ const makeNoise = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOpti
       )
       yield* stream.write(message(m2))
       const theirs = check(decodePayload(yield* recv), noise.rs, "initiator", h1)
-      if ("problem" in theirs) {
-        const secured = transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" })
-        yield* secured.write([encodeFrame(Reject.make({ reason: theirs.problem }))]).pipe(Effect.ignore)
-        yield* stream.destroy
-        return yield* new HandshakeFailed({ reason: theirs.problem })
-      }
-      return transportFor(theirs.peer)
+      return "problem" in theirs ? yield* refuse(theirs.problem) : transportFor(theirs.peer)
     })
 
   return SecureSession.of({
