@@ -6,7 +6,6 @@
 import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
 import { assert, describe, it } from "@effect/vitest"
 import {
-  Chunk,
   ConfigProvider,
   Context,
   Duration,
@@ -37,6 +36,7 @@ import { BootstrapApi } from "../src/schema/bootstrap.js"
 import type { BootstrapTrustPolicyInput } from "../src/schema/bootstrapPolicy.js"
 import { resolvePolicyEither } from "../src/schema/bootstrapPolicy.js"
 import { fastSettings, message } from "./support/nodes.js"
+import { awaitSleepUntil } from "./support/test-clock.js"
 
 const TOKEN = "test-admin-token-0123456789"
 const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "p2p-bootstrap-client-"))
@@ -101,22 +101,6 @@ const awaitState = (client: BootstrapClient["Type"], url: string, state: Bootstr
 
 const awaitEvent = (events: Stream.Stream<BootstrapEvent>, f: (e: BootstrapEvent) => boolean) =>
   within(events.pipe(Stream.filter(f), Stream.runHead, Effect.map(Option.getOrThrow)))
-
-/** One turn of the event loop, so the node's HTTP I/O can progress while the TestClock stands still. */
-const nextTurn = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
-
-/** TestClock: waits (bounded in event-loop turns) until some fiber sleeps until `at`. */
-const awaitSleepUntil = (at: number) =>
-  Effect.gen(function* () {
-    for (let i = 0; i < 1_000_000; i++) {
-      if (Chunk.some(yield* TestClock.sleeps(), (t) => t === at)) return
-      yield* nextTurn
-    }
-    assert.fail(`no fiber sleeps until ${at}`)
-  })
 
 /** Polls (bounded) until `done` holds: for counters no event announces. */
 const until = <A, E>(read: Effect.Effect<A, E>, done: (a: A) => boolean) =>

@@ -1,8 +1,8 @@
 /**
  * A node in the compatibility profile bootstraps from P2PNet (.NET) bootstrap servers (reference spec §8.2-8.3,
- * src/layers/CompatBootstrap.ts): our bootstrap server in legacy mode, and a stand-in for the original server written
- * here with node:http and literal spec-derived answers (tagged and untagged). Real HTTP and TCP on 127.0.0.1 only; the
- * heartbeat interval is driven by the TestClock.
+ * src/layers/CompatBootstrap.ts): our bootstrap server in legacy mode, and a stand-in for the original server
+ * (test/support/http-fixture.ts) with literal spec-derived answers (tagged and untagged). Real HTTP and TCP on
+ * 127.0.0.1 only; the heartbeat interval is driven by the TestClock.
  */
 import { Command } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
@@ -13,7 +13,6 @@ import {
   Context,
   Deferred,
   Effect,
-  Exit,
   FiberRef,
   HashMap,
   HashSet,
@@ -21,27 +20,19 @@ import {
   Logger,
   Option,
   Queue,
-  Redacted,
-  Scope,
   Stream,
   TestClock,
   TestServices
 } from "effect"
 import * as fs from "node:fs"
-import * as http from "node:http"
-import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import { legacyNodeId } from "../src/actors/LegacyLink.js"
 import { compatSettingsFromEnv } from "../src/layers/Compat.js"
-import type { BootstrapSettings } from "../src/layers/BootstrapServer.js"
-import { BootstrapConfig, serverLayer, serverUrl } from "../src/layers/BootstrapServer.js"
-import { BootstrapStore } from "../src/layers/BootstrapStore.js"
 import { CompatProfile } from "../src/layers/Compat.js"
 import type { CompatBootstrapEvent, CompatBootstrapStats } from "../src/layers/CompatBootstrap.js"
 import { CompatBootstrap, legacyAnnouncedAddress, legacyHeartbeatRoutine } from "../src/layers/CompatBootstrap.js"
 import { compatLayer } from "../src/layers/Compatibility.js"
-import { LegacyBootstrapRegistry } from "../src/layers/LegacyBootstrapServer.js"
 import { networkLayerWith } from "../src/layers/Network.js"
 import { PeerNetwork } from "../src/layers/PeerNetwork.js"
 import type { NetworkEvent } from "../src/layers/PeerRegistry.js"
@@ -50,8 +41,13 @@ import type { CompatSettingsInput } from "../src/schema/compat.js"
 import { InterfaceTable, Ipv4Assignment, NetworkInterface } from "../src/schema/interfaces.js"
 import { LegacyNetworkTask } from "../src/schema/legacy/index.js"
 import type { GenericPeerJson } from "./support/legacy-peer.js"
+import { startLegacyBootstrapServer } from "./support/legacy-bootstrap-server.js"
 import { collectionShareJson, jsonString, startLegacyPeer } from "./support/legacy-peer.js"
+import type { Canned, Captured } from "./support/http-fixture.js"
+import { httpFixture } from "./support/http-fixture.js"
+import { nodeProgram } from "./support/node-program.js"
 import { fastSettings, message } from "./support/nodes.js"
+import { awaitSleepUntil } from "./support/test-clock.js"
 
 const PING_MS = 300
 
@@ -88,13 +84,6 @@ const heartbeatAnswer = (tasks: ReadonlyArray<string>) => {
   return serverPacket(`<Task>${data}</Task>`, 1)
 }
 
-interface Captured {
-  readonly method: string
-  readonly path: string
-  readonly contentType: string
-  readonly body: string
-}
-
 /** The IdentifierPacket of a captured peers request (base64 Data, `<MiscData>` tags removed); undefined if not one. */
 const identifierOf = (request: Captured): { dtp: any; data: string; identifier: any } | undefined => {
   try {
@@ -107,65 +96,15 @@ const identifierOf = (request: Captured): { dtp: any; data: string; identifier: 
 }
 
 /**
- * A stand-in for the original P2PBootstrap server on 127.0.0.1 (`port` 0: any), answering with `answer`. `close`
- * stops it (connections included) before the test's scope ends; listening again on its port brings it back.
+ * A stand-in for the original P2PBootstrap server on 127.0.0.1 (`port` 0: any), answering with `answer` as JSON and
+ * closing every connection after its answer. Its `close` stops it before the test's scope ends; a fixture on the same
+ * port brings it back.
  */
-const fixtureServer = (answer: (request: Captured) => { status?: number; body: string }, port = 0) =>
-  Effect.gen(function* () {
-    const requests = yield* Queue.unbounded<Captured>()
-    const scope = yield* Scope.make()
-    yield* Effect.addFinalizer(() => Scope.close(scope, Exit.void))
-    const server = yield* Effect.acquireRelease(
-      Effect.async<http.Server, Error>((resume) => {
-        const s = http.createServer((req, res) => {
-          const parts: Array<Buffer> = []
-          req.on("data", (c: Buffer) => parts.push(c))
-          req.on("end", () => {
-            const captured: Captured = {
-              method: req.method ?? "",
-              path: req.url ?? "",
-              contentType: req.headers["content-type"] ?? "",
-              body: Buffer.concat(parts).toString("utf8")
-            }
-            Queue.unsafeOffer(requests, captured)
-            const reply = answer(captured)
-            res.writeHead(reply.status ?? 200, {
-              "content-type": "application/json; charset=utf-8",
-              connection: "close"
-            })
-            res.end(reply.body)
-          })
-        })
-        s.once("error", (e) => resume(Effect.fail(e)))
-        s.listen(port, "127.0.0.1", () => resume(Effect.succeed(s)))
-      }),
-      (s) =>
-        Effect.async<void>((resume) => {
-          s.closeAllConnections()
-          s.close(() => resume(Effect.void))
-        })
-    ).pipe(Scope.extend(scope))
-    const bound = (server.address() as AddressInfo).port
-    return { url: `http://127.0.0.1:${bound}`, port: bound, requests, close: Scope.close(scope, Exit.void) }
-  })
+const fixtureServer = (answer: (request: Captured) => Canned, port = 0) =>
+  httpFixture(answer, { port, contentType: "application/json; charset=utf-8", closeConnections: true })
 
 /** Our bootstrap server on 127.0.0.1:0 in legacy mode, rate limiting off. */
-const startServer = (overrides: Partial<BootstrapSettings> = {}) =>
-  Effect.gen(function* () {
-    const config = BootstrapConfig.layer({
-      host: "127.0.0.1",
-      port: 0,
-      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), "p2p-compat-bootstrap-")),
-      adminToken: Option.some(Redacted.make("compat-bootstrap-admin-token")),
-      legacy: true,
-      rateLimitPerMinute: 0,
-      ...overrides
-    })
-    const context = yield* Layer.build(
-      serverLayer.pipe(Layer.provideMerge(Layer.merge(config, BootstrapStore.layerMemory)))
-    )
-    return { url: yield* Effect.provide(serverUrl, context), registry: Context.get(context, LegacyBootstrapRegistry) }
-  })
+const startServer = () => startLegacyBootstrapServer({ rateLimitPerMinute: 0 })
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Nodes
@@ -234,22 +173,6 @@ const awaitLog = (lines: Queue.Queue<{ level: string; text: string; error: unkno
       }
     })
   )
-
-/** One turn of the event loop, so HTTP I/O can progress while the TestClock stands still. */
-const nextTurn = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
-
-/** TestClock: waits (bounded in event-loop turns) until some fiber sleeps until `at`. */
-const awaitSleepUntil = (at: number) =>
-  Effect.gen(function* () {
-    for (let i = 0; i < 1_000_000; i++) {
-      if (Chunk.some(yield* TestClock.sleeps(), (t) => t === at)) return
-      yield* nextTurn
-    }
-    assert.fail(`no fiber sleeps until ${at}`)
-  })
 
 const inboundOn = (port: number) => (e: NetworkEvent) =>
   e._tag === "ChannelStateChanged" && e.state !== "closed" && e.channel.direction === "inbound"
@@ -563,29 +486,15 @@ describe("legacy bootstrap settings", () => {
             : { body: heartbeatAnswer([]) }
         const byFlag = yield* fixtureServer(answer)
         const byEnv = yield* fixtureServer(answer)
-        const entry = path.resolve(import.meta.dirname, "../src/programs/node.ts")
         yield* Command.start(
-          Command.make(
-            process.execPath,
-            "--import",
-            "tsx",
-            entry,
-            "--no-discovery",
-            "--host",
-            "127.0.0.1",
-            "--compat",
-            "--legacy-bootstrap",
-            byFlag.url
-          ).pipe(
-            Command.env({
-              P2P_LOG_LEVEL: "Warning",
-              P2P_COMPAT_BOOTSTRAP: byEnv.url,
-              P2P_COMPAT_BOOTSTRAP_HEARTBEAT_MS: "200",
-              P2P_COMPAT_DISCOVERY: "false",
-              P2P_COMPAT_PORT: "0",
-              P2P_COMPAT_IDENTIFIER: "program"
-            })
-          )
+          nodeProgram(["--no-discovery", "--host", "127.0.0.1", "--compat", "--legacy-bootstrap", byFlag.url], {
+            P2P_LOG_LEVEL: "Warning",
+            P2P_COMPAT_BOOTSTRAP: byEnv.url,
+            P2P_COMPAT_BOOTSTRAP_HEARTBEAT_MS: "200",
+            P2P_COMPAT_DISCOVERY: "false",
+            P2P_COMPAT_PORT: "0",
+            P2P_COMPAT_IDENTIFIER: "program"
+          })
         )
         const first = yield* within(Queue.take(byFlag.requests), 30)
         const { identifier } = identifierOf(first)!

@@ -4,23 +4,9 @@
  * "Ping from" trust handshake (and what happens without it), every packet kind both ways with one packet per write at
  * least 300 ms apart, and bad legacy input closing only its own channel. Real sockets on 127.0.0.1 only.
  */
-import { Command } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import {
-  Context,
-  DateTime,
-  Deferred,
-  Effect,
-  Either,
-  Fiber,
-  Layer,
-  Option,
-  Queue,
-  Stream,
-  SubscriptionRef,
-  TestClock
-} from "effect"
+import { Context, DateTime, Deferred, Effect, Either, Fiber, Layer, Option, Queue, Stream, TestClock } from "effect"
 import * as dgram from "node:dgram"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -43,7 +29,7 @@ import type { Packet, TaskId } from "../src/schema/packets.js"
 import { decodeTaskPayload, encodeTaskPayload } from "../src/schema/tasks.js"
 import { NetworkSettings } from "../src/schema/settings.js"
 import { encodeFrame } from "../src/schema/wire.js"
-import type { LegacyConnection, Received } from "./support/legacy-peer.js"
+import type { LegacyConnection } from "./support/legacy-peer.js"
 import {
   collectionShareJson,
   dataTransmissionJson,
@@ -56,6 +42,7 @@ import {
   startLegacyPeer,
   udpListener
 } from "./support/legacy-peer.js"
+import { startNodeProgram } from "./support/node-program.js"
 import { fastSettings, message, now } from "./support/nodes.js"
 import { memoryStream } from "./support/noise-streams.js"
 
@@ -486,49 +473,21 @@ describe("node program --compat", () => {
     () =>
       Effect.gen(function* () {
         const peer = yield* startLegacyPeer({ pingIntervalMillis: PING_MS })
-        const entry = path.resolve(import.meta.dirname, "../src/programs/node.ts")
         const args = ["--log-format", "json", "--no-discovery", "--host", "127.0.0.1", "--port", "0", "--compat"]
-        const proc = yield* Command.start(
-          Command.make(
-            process.execPath,
-            "--import",
-            "tsx",
-            entry,
-            ...args,
-            "--legacy-peer",
-            `127.0.0.1:${peer.port}`
-          ).pipe(
-            Command.env({
-              P2P_COMPAT: "false",
-              P2P_COMPAT_PORT: "0",
-              P2P_COMPAT_HOST: "127.0.0.1",
-              P2P_COMPAT_ADDRESS: "127.0.0.1",
-              P2P_COMPAT_DISCOVERY: "false",
-              P2P_COMPAT_PING_INTERVAL_MS: String(PING_MS),
-              P2P_LOG_LEVEL: "Warning"
-            })
-          )
-        )
-        const lines = yield* SubscriptionRef.make<ReadonlyArray<any>>([])
-        yield* proc.stdout.pipe(
-          Stream.decodeText(),
-          Stream.splitLines,
-          Stream.filter((l) => l.startsWith("{")),
-          Stream.runForEach((l) => SubscriptionRef.update(lines, (ls) => [...ls, JSON.parse(l)])),
-          Effect.forkScoped
-        )
+        const program = yield* startNodeProgram([...args, "--legacy-peer", `127.0.0.1:${peer.port}`], {
+          P2P_COMPAT: "false",
+          P2P_COMPAT_PORT: "0",
+          P2P_COMPAT_HOST: "127.0.0.1",
+          P2P_COMPAT_ADDRESS: "127.0.0.1",
+          P2P_COMPAT_DISCOVERY: "false",
+          P2P_COMPAT_PING_INTERVAL_MS: String(PING_MS),
+          P2P_LOG_LEVEL: "Warning"
+        })
         const conn = yield* within(Queue.take(peer.accepted), 30)
         yield* within(Deferred.await(conn.trusted))
-        const trusted = yield* within(
-          lines.changes.pipe(
-            Stream.map((ls) => ls.find((e) => e.event === "channel" && e.state === "trusted")),
-            Stream.filter((e) => e !== undefined),
-            Stream.runHead
-          ),
-          30
-        )
-        assert.strictEqual(Option.getOrThrow(trusted).address, "127.0.0.1")
-        assert.strictEqual(Option.getOrThrow(trusted).port, peer.port)
+        const trusted = yield* program.waitFor((e) => e.event === "channel" && e.state === "trusted")
+        assert.strictEqual(trusted.address, "127.0.0.1")
+        assert.strictEqual(trusted.port, peer.port)
       }).pipe(Effect.provide(NodeContext.layer)),
     60_000
   )

@@ -5,21 +5,16 @@
  * codec's output; real HTTP on 127.0.0.1 with ephemeral ports.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Queue, Redacted } from "effect"
+import { Effect, Queue } from "effect"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
-import * as http from "node:http"
-import type { AddressInfo } from "node:net"
-import * as os from "node:os"
-import * as path from "node:path"
-import type { BootstrapSettings } from "../src/layers/BootstrapServer.js"
-import { BootstrapConfig, serverLayer, serverUrl } from "../src/layers/BootstrapServer.js"
-import { BootstrapStore } from "../src/layers/BootstrapStore.js"
 import { LegacyBootstrapClient } from "../src/layers/LegacyBootstrapClient.js"
 import type { LegacyBootstrapClientSettings } from "../src/layers/LegacyBootstrapClient.js"
-import { LegacyBootstrapRegistry } from "../src/layers/LegacyBootstrapServer.js"
 import type { LegacyTime } from "../src/schema/legacy/index.js"
 import { LegacyNetworkTask } from "../src/schema/legacy/index.js"
+import type { Canned } from "./support/http-fixture.js"
+import { httpFixture } from "./support/http-fixture.js"
+import { startLegacyBootstrapServer } from "./support/legacy-bootstrap-server.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Spec fixtures
@@ -75,23 +70,6 @@ const DISCONNECT_SIGNED = `{"TaskType":4,"TaskData":{"TargetPeer":"203.0.113.9",
 // Servers
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** Our bootstrap server on 127.0.0.1:0 in legacy mode (unless overridden), with its legacy registry. */
-const startServer = (overrides: Partial<BootstrapSettings> = {}) =>
-  Effect.gen(function* () {
-    const config = BootstrapConfig.layer({
-      host: "127.0.0.1",
-      port: 0,
-      dataDir: fs.mkdtempSync(path.join(os.tmpdir(), "p2p-legacy-bootstrap-")),
-      adminToken: Option.some(Redacted.make("legacy-test-admin-token")),
-      legacy: true,
-      ...overrides
-    })
-    const context = yield* Layer.build(
-      serverLayer.pipe(Layer.provideMerge(Layer.merge(config, BootstrapStore.layerMemory)))
-    )
-    return { url: yield* Effect.provide(serverUrl, context), registry: Context.get(context, LegacyBootstrapRegistry) }
-  })
-
 interface Reply {
   readonly status: number
   readonly text: string
@@ -117,55 +95,6 @@ const send = (url: string, method: string, body?: string | Uint8Array) =>
 /** The data text of a DTP answer (base64 `Data` decoded). */
 const dataText = (reply: Reply) => unb64(JSON.parse(reply.text).Data as string)
 
-interface Captured {
-  readonly method: string
-  readonly path: string
-  readonly contentType: string
-  readonly body: string
-}
-
-interface Canned {
-  readonly status?: number
-  readonly body?: string | Uint8Array
-  readonly contentType?: string
-  /** Never answer (the server closes the connection when the scope ends). */
-  readonly hang?: boolean
-}
-
-/** A stand-in for the original P2PBootstrap server: answers with `reply`, records every request in `requests`. */
-const fixtureServer = (reply: (request: Captured) => Canned) =>
-  Effect.gen(function* () {
-    const requests = yield* Queue.unbounded<Captured>()
-    const server = yield* Effect.acquireRelease(
-      Effect.async<http.Server>((resume) => {
-        const s = http.createServer((req, res) => {
-          const parts: Array<Buffer> = []
-          req.on("data", (c: Buffer) => parts.push(c))
-          req.on("end", () => {
-            const captured: Captured = {
-              method: req.method ?? "",
-              path: req.url ?? "",
-              contentType: req.headers["content-type"] ?? "",
-              body: Buffer.concat(parts).toString("utf8")
-            }
-            Queue.unsafeOffer(requests, captured)
-            const canned = reply(captured)
-            if (canned.hang === true) return
-            res.writeHead(canned.status ?? 200, { "content-type": canned.contentType ?? "application/json" })
-            res.end(canned.body ?? "")
-          })
-        })
-        s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
-      }),
-      (s) =>
-        Effect.async<void>((resume) => {
-          s.closeAllConnections()
-          s.close(() => resume(Effect.void))
-        })
-    )
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests }
-  })
-
 const legacyClient = (settings: LegacyBootstrapClientSettings = {}) =>
   Effect.provide(LegacyBootstrapClient, LegacyBootstrapClient.layer(settings))
 
@@ -178,7 +107,7 @@ const ME = { identifier: "peer_one", ip: "203.0.113.7", port: 8523 }
 describe("legacy bootstrap server", () => {
   it.scopedLive("registers a .NET client at its source address and lists it to the next one, untagged", () =>
     Effect.gen(function* () {
-      const { registry, url } = yield* startServer()
+      const { registry, url } = yield* startLegacyBootstrapServer()
       const first = yield* send(`${url}/api/Bootstrap/peers`, "PUT", initialRequest())
       assert.strictEqual(first.status, 200)
       assert.strictEqual(first.contentType, "application/json; charset=utf-8")
@@ -214,7 +143,7 @@ describe("legacy bootstrap server", () => {
     "answers the spec's heartbeat with a tagged, hash-signed HeartbeatResponse holding the queued tasks",
     () =>
       Effect.gen(function* () {
-        const { registry, url } = yield* startServer()
+        const { registry, url } = yield* startLegacyBootstrapServer()
         yield* send(`${url}/api/Bootstrap/peers`, "PUT", initialRequest())
 
         const empty = yield* send(`${url}/api/Bootstrap/heartbeat`, "PUT", heartbeatRequest())
@@ -246,7 +175,7 @@ describe("legacy bootstrap server", () => {
 
   it.scopedLive("refuses a heartbeat from an unregistered identifier with the original's message", () =>
     Effect.gen(function* () {
-      const { url } = yield* startServer()
+      const { url } = yield* startLegacyBootstrapServer()
       const reply = yield* send(`${url}/api/Bootstrap/heartbeat`, "PUT", heartbeatRequest("nobody"))
       assert.strictEqual(reply.status, 404)
       assert.strictEqual(JSON.parse(reply.text).Message, "ClientPeer with SourceOriginIdentifier 'nobody' not found.")
@@ -255,7 +184,7 @@ describe("legacy bootstrap server", () => {
 
   it.scopedLive("answers verifyhash as a trustless original and publicip with the caller's address", () =>
     Effect.gen(function* () {
-      const { url } = yield* startServer()
+      const { url } = yield* startLegacyBootstrapServer()
       const verify = `{"Data":"${b64(`{"TaskType":11,"TaskData":{"Hash":"${DISCONNECT_HASH}"}}`)}","DataType":1,"SourceOriginIdentifier":"peer_one","SourceOriginTime":"${T}"}`
       const verified = yield* send(`${url}/api/Bootstrap/verifyhash`, "PUT", verify)
       assert.strictEqual(verified.status, 200)
@@ -270,7 +199,7 @@ describe("legacy bootstrap server", () => {
 
   it.scopedLive("without the legacy option the paths do not exist", () =>
     Effect.gen(function* () {
-      const { url } = yield* startServer({ legacy: false })
+      const { url } = yield* startLegacyBootstrapServer({ legacy: false })
       const reply = yield* send(`${url}/api/Bootstrap/peers`, "PUT", initialRequest())
       assert.strictEqual(reply.status, 404)
     })
@@ -278,7 +207,7 @@ describe("legacy bootstrap server", () => {
 
   it.scopedLive("our legacy client bootstraps from our legacy server", () =>
     Effect.gen(function* () {
-      const { url } = yield* startServer()
+      const { url } = yield* startLegacyBootstrapServer()
       const client = yield* legacyClient()
       const first = yield* client.peers(url, ME)
       assert.deepStrictEqual(first.peers, [])
@@ -310,7 +239,7 @@ describe("legacy bootstrap client", () => {
     Effect.gen(function* () {
       const client = yield* legacyClient()
       const expected = [{ address: "203.0.113.7", port: 8523, identifier: "peer_one" }]
-      const plain = yield* fixtureServer(() => ({ body: serverPacket(PEER_LIST, 2) }))
+      const plain = yield* httpFixture(() => ({ body: serverPacket(PEER_LIST, 2) }))
       const untagged = yield* client.peers(plain.url, ME)
       assert.deepStrictEqual(untagged, {
         style: "trustless",
@@ -319,7 +248,7 @@ describe("legacy bootstrap client", () => {
         dropped: 0,
         serverIdentifier: ""
       })
-      const wrapped = yield* fixtureServer(() => ({ body: serverPacket(`<MiscData>${PEER_LIST}</MiscData>`, 2) }))
+      const wrapped = yield* httpFixture(() => ({ body: serverPacket(`<MiscData>${PEER_LIST}</MiscData>`, 2) }))
       const tagged = yield* client.peers(wrapped.url, ME)
       assert.deepStrictEqual(tagged, {
         style: "trustless",
@@ -335,7 +264,7 @@ describe("legacy bootstrap client", () => {
     Effect.gen(function* () {
       const key = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmI0EZ+example+key\n-----END PGP PUBLIC KEY BLOCK-----\n"
       const task = `{"TaskType":14,"TaskData":{"PublicKey":${dotnetString(key)},"Peers":${dotnetString(PEER_LIST)}}}`
-      const server = yield* fixtureServer(() => ({ body: serverPacket(`<Task>${task}</Task>`, 1) }))
+      const server = yield* httpFixture(() => ({ body: serverPacket(`<Task>${task}</Task>`, 1) }))
       const client = yield* legacyClient()
       const result = yield* client.peers(server.url, ME)
       assert.deepStrictEqual(result, {
@@ -360,7 +289,7 @@ describe("legacy bootstrap client", () => {
         [`<Task>${response}</Task>`, true],
         [response, false]
       ] as const) {
-        const server = yield* fixtureServer(() => ({ body: serverPacket(data, 1) }))
+        const server = yield* httpFixture(() => ({ body: serverPacket(data, 1) }))
         const result = yield* client.heartbeat(server.url, "peer_one")
         assert.deepStrictEqual(result, {
           tagged,
@@ -406,7 +335,7 @@ describe("legacy bootstrap client", () => {
         }
       }
       let current = "True"
-      const server = yield* fixtureServer((r) =>
+      const server = yield* httpFixture((r) =>
         r.path.toLowerCase() === "/api/bootstrap/publicip"
           ? { body: "203.0.113.7", contentType: "text/plain" }
           : r.path.toLowerCase() === "/api/bootstrap/heartbeat"
@@ -445,7 +374,7 @@ describe("legacy bootstrap bad input", () => {
     "the server answers garbage, wrong types and oversize bodies with 4xx and a message, and keeps serving",
     () =>
       Effect.gen(function* () {
-        const { registry, url } = yield* startServer({ maxBodyBytes: 2048 })
+        const { registry, url } = yield* startLegacyBootstrapServer({ maxBodyBytes: 2048 })
         const peers = `${url}/api/Bootstrap/peers`
         const cases: ReadonlyArray<readonly [string, string | Uint8Array, number, string]> = [
           ["PUT", "not json{", 400, "not a DataTransmissionPacket"],
@@ -488,7 +417,7 @@ describe("legacy bootstrap bad input", () => {
         const client = yield* legacyClient({ maxResponseBytes: 1024, requestTimeout: "300 millis" })
         const failure = (canned: Canned) =>
           Effect.gen(function* () {
-            const server = yield* fixtureServer(() => canned)
+            const server = yield* httpFixture(() => canned)
             return yield* Effect.flip(client.peers(server.url, ME))
           })
         assert.strictEqual((yield* failure({ body: "<html>oops" }))._tag, "LegacyBootstrapInvalidJson")
@@ -512,18 +441,18 @@ describe("legacy bootstrap bad input", () => {
           (yield* failure({ body: pureMessage("Invalid DataTransmissionPacket received.") }))._tag,
           "LegacyBootstrapRefused"
         )
-        const unknownIp = yield* fixtureServer(() => ({ body: "Unknown", contentType: "text/plain" }))
+        const unknownIp = yield* httpFixture(() => ({ body: "Unknown", contentType: "text/plain" }))
         assert.strictEqual((yield* Effect.flip(client.publicIp(unknownIp.url)))._tag, "LegacyBootstrapUnexpectedShape")
         assert.strictEqual((yield* Effect.flip(client.peers("not a url", ME)))._tag, "LegacyBootstrapUnreachable")
         // a port nobody listens on: take one from a server that is closed again
-        const closed = yield* Effect.scoped(fixtureServer(() => ({})))
+        const closed = yield* Effect.scoped(httpFixture(() => ({})))
         assert.strictEqual((yield* Effect.flip(client.peers(closed.url, ME)))._tag, "LegacyBootstrapUnreachable")
         // a peer entry that cannot be dialled is dropped and counted, the rest is kept
         const mixed = PEER_LIST.replace(
           `"peers":[`,
           `"peers":[{"$type":"GenericPeer","Port":0,"Address":"203.0.113.8","Identifier":null},{"$type":"GenericPeer","Port":1,"Address":"nowhere","Identifier":null},`
         )
-        const lenient = yield* fixtureServer(() => ({ body: serverPacket(mixed, 2) }))
+        const lenient = yield* httpFixture(() => ({ body: serverPacket(mixed, 2) }))
         const result = yield* client.peers(lenient.url, ME)
         assert.deepStrictEqual([result.peers.length, result.dropped], [1, 2])
       })
@@ -537,7 +466,7 @@ describe("legacy bootstrap bad input", () => {
 describe("legacy bootstrap request bytes", () => {
   it.scopedLive("the initial request and the heartbeat equal the spec's golden bodies, PUT as application/json", () =>
     Effect.gen(function* () {
-      const server = yield* fixtureServer((r) =>
+      const server = yield* httpFixture((r) =>
         r.path.endsWith("heartbeat")
           ? { body: serverPacket(`<Task>{"TaskType":16,"TaskData":{}}</Task>`, 1) }
           : { body: serverPacket(PEER_LIST, 2) }
@@ -582,7 +511,7 @@ describe("legacy bootstrap request bytes", () => {
 
   it.scopedLive("a time written by default is .NET's round-trip UTC format", () =>
     Effect.gen(function* () {
-      const server = yield* fixtureServer(() => ({ body: serverPacket(PEER_LIST, 2) }))
+      const server = yield* httpFixture(() => ({ body: serverPacket(PEER_LIST, 2) }))
       const client = yield* legacyClient()
       yield* client.peers(server.url, ME)
       const sent = JSON.parse((yield* Queue.take(server.requests)).body)

@@ -46,6 +46,7 @@ import {
   wrapData
 } from "../src/schema/legacy/index.js"
 import type { LegacyFrame, LegacyPacket, LegacyTime } from "../src/schema/legacy/index.js"
+import { splitAt } from "./support/bytes.js"
 
 const T = "2025-04-18T13:48:00.0314159Z" as LegacyTime
 const utf8 = (s: string) => new TextEncoder().encode(s)
@@ -320,17 +321,12 @@ const parseChunks = (chunks: ReadonlyArray<Uint8Array>, maxBufferBytes?: number)
   for (const chunk of chunks) frames.push(...right(parser.push(chunk)))
   return { frames, end: parser.end(), parser }
 }
-const cutAt = (bytes: Uint8Array, cuts: ReadonlyArray<number>) => {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b)
-  const chunks: Array<Uint8Array> = []
-  let from = 0
-  for (const p of points) {
-    chunks.push(bytes.subarray(from, p))
-    from = p
-  }
-  chunks.push(bytes.subarray(from))
-  return chunks
-}
+/** Cuts `bytes` at the given offsets (wrapped into 0..length, so empty chunks happen too). */
+const cutAt = (bytes: Uint8Array, cuts: ReadonlyArray<number>) =>
+  splitAt(
+    bytes,
+    [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b)
+  )
 
 describe("legacy packets", () => {
   it("encode then decode is the identity, and re-encoding gives the same bytes", () => {

@@ -2,41 +2,15 @@
  * The node program (`npm start`, src/programs/node.ts) as a user runs it: flags over environment variables, one line
  * per event, and a clean stop on SIGINT. Two programs on loopback, in the test's own namespace.
  */
-import { Command } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Stream, SubscriptionRef } from "effect"
-import * as path from "node:path"
+import { Effect } from "effect"
+import { startNodeProgram } from "./support/node-program.js"
 
-const entry = path.resolve(import.meta.dirname, "../src/programs/node.ts")
-
-/** Starts the program with these flags and variables; its stdout as parsed JSON lines. */
+/** Starts the program with these flags and variables, logging JSON lines at warning level and off the LAN. */
 const startProgram = (args: ReadonlyArray<string>, env: Record<string, string>) =>
-  Effect.gen(function* () {
-    const proc = yield* Command.start(
-      // no discovery: these two meet by --peer, and must not meet the nodes of other tests on the same machine
-      Command.make(process.execPath, "--import", "tsx", entry, "--log-format", "json", "--no-discovery", ...args).pipe(
-        Command.env({ P2P_LOG_LEVEL: "Warning", ...env })
-      )
-    )
-    const lines = yield* SubscriptionRef.make<ReadonlyArray<any>>([])
-    yield* proc.stdout.pipe(
-      Stream.decodeText(),
-      Stream.splitLines,
-      Stream.filter((l) => l.startsWith("{")),
-      Stream.runForEach((l) => SubscriptionRef.update(lines, (ls) => [...ls, JSON.parse(l)])),
-      Effect.forkScoped
-    )
-    const waitFor = (what: (e: any) => boolean) =>
-      lines.changes.pipe(
-        Stream.map((ls) => ls.find(what)),
-        Stream.filter((e) => e !== undefined),
-        Stream.runHead,
-        Effect.flatten,
-        Effect.timeout("30 seconds")
-      )
-    return { proc, waitFor }
-  })
+  // no discovery: these two meet by --peer, and must not meet the nodes of other tests on the same machine
+  startNodeProgram(["--log-format", "json", "--no-discovery", ...args], { P2P_LOG_LEVEL: "Warning", ...env })
 
 describe("node program", () => {
   it.scopedLive(

@@ -12,6 +12,7 @@ import { HandshakeData } from "../src/schema/handshake.js"
 import { DataTransmission, PureMessage } from "../src/schema/packets.js"
 import type { FrameValue } from "../src/schema/wire.js"
 import { decodeBody, DEFAULT_MAX_FRAME_BYTES, encodeFrame, FrameReader, frameClasses } from "../src/schema/wire.js"
+import { splitAt } from "./support/bytes.js"
 import { lengthPrefix, rawFrame, rawFrameBytes } from "./support/raw-peer.js"
 
 const kinds = frameClasses
@@ -86,16 +87,6 @@ const cuts = (length: number) =>
       .uniqueArray(fc.integer({ min: 1, max: Math.max(1, length - 1) }), { maxLength: 64 })
       .map((a) => a.filter((n) => n < length).sort((x, y) => x - y))
   )
-const split = (bytes: Uint8Array, at: ReadonlyArray<number>): Array<Uint8Array> => {
-  const chunks: Array<Uint8Array> = []
-  let from = 0
-  for (const to of at) {
-    chunks.push(bytes.subarray(from, to))
-    from = to
-  }
-  chunks.push(bytes.subarray(from))
-  return chunks
-}
 const hex = (bodies: ReadonlyArray<Uint8Array>) => bodies.map((b) => Buffer.from(b).toString("hex"))
 
 const frameErrorClasses = [FrameNotJson, UnknownPacketKind, InvalidPacket] as const
@@ -157,7 +148,7 @@ describe("wire protocol v1: FrameReader", () => {
 
   it.prop("yields the same frames however the byte stream is split into chunks", [withCuts], ([[s, at]]) => {
     const whole = readChunks([s.bytes])
-    const pieces = readChunks(split(s.bytes, at))
+    const pieces = readChunks(splitAt(s.bytes, at))
     assert.isUndefined(whole.error)
     assert.isUndefined(pieces.error)
     assert.deepStrictEqual(hex(whole.bodies), hex(s.frames.map((f) => f.subarray(4))))
@@ -173,7 +164,7 @@ describe("wire protocol v1: FrameReader", () => {
       })
     ],
     ([[values, bytes, at]]) => {
-      const { bodies, error } = readChunks(split(bytes, at))
+      const { bodies, error } = readChunks(splitAt(bytes, at))
       assert.isUndefined(error)
       const decoded = bodies.map((b) => Either.getOrThrow(decodeBody(b)))
       assert.deepStrictEqual(decoded.map(wireView), values.map(wireView))
@@ -191,7 +182,7 @@ describe("wire protocol v1: FrameReader", () => {
         .chain(([frame, keep]) => fc.tuple(fc.constant(frame), fc.constant(keep), cuts(keep)))
     ],
     ([[frame, keep, at]]) => {
-      const { bodies, error } = readChunks(split(frame.subarray(0, keep), at))
+      const { bodies, error } = readChunks(splitAt(frame.subarray(0, keep), at))
       assert.strictEqual(bodies.length, 0)
       assert.instanceOf(error, FrameTruncated)
       const expected =
@@ -210,7 +201,7 @@ describe("wire protocol v1: FrameReader", () => {
       const exact = Buffer.concat([lengthPrefix(max), Buffer.alloc(max, 7)])
       const chunk = (b: Buffer) =>
         byteByByte
-          ? split(
+          ? splitAt(
               b,
               Array.from({ length: b.length - 1 }, (_, i) => i + 1)
             )
