@@ -22,6 +22,8 @@ import type { NodeId } from "../schema/ids.js"
 export const MAX_MESSAGE = 65535
 const TAG = 16
 export const MAX_PLAINTEXT = MAX_MESSAGE - TAG
+/** Chunks at least this large are sealed in messages of their own, straight from their memory. */
+const DIRECT_BYTES = 16 * 1024
 const REKEY_NONCE = Buffer.concat([Buffer.alloc(4), Buffer.alloc(8, 0xff)])
 
 /** One direction's Noise CipherState: key, counter, rekey. */
@@ -57,27 +59,24 @@ export class NoiseCipher {
   }
   /**
    * Encrypts `pieces` (at most MAX_PLAINTEXT bytes in all) as one transport message: a u16 length, the ciphertext and
-   * its tag, in one buffer. The pieces are copied into it and encrypted in place, so a large payload costs one copy
-   * of each message's slice, never of the whole payload.
+   * its tag, in one buffer. A single piece is encrypted from where it lies; several are copied in and encrypted in
+   * place.
    */
   seal(pieces: ReadonlyArray<Uint8Array>, size: number, alloc: (n: number) => Buffer = Buffer.allocUnsafe): Buffer {
     const nonce = this.nextNonce()
     const message = alloc(2 + size + TAG)
     message.writeUInt16BE(size + TAG, 0)
-    let at = 2
-    for (const p of pieces) {
-      if (Buffer.isBuffer(p)) p.copy(message, at)
-      else message.set(p, at)
-      at += p.length
+    // one piece is encrypted straight from where it lies; several are gathered first and encrypted in place
+    let plaintext = pieces[0]!
+    if (pieces.length > 1) {
+      let at = 2
+      for (const p of pieces) {
+        message.set(p, at)
+        at += p.length
+      }
+      plaintext = message.subarray(2, 2 + size)
     }
-    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(
-      message.subarray(2),
-      message.subarray(2, 2 + size),
-      null,
-      null,
-      nonce,
-      this.key
-    )
+    sodium.crypto_aead_chacha20poly1305_ietf_encrypt(message.subarray(2), plaintext, null, null, nonce, this.key)
     return message
   }
   /**
@@ -233,6 +232,8 @@ export const secureTransport = (
       size = 0
     }
     for (const chunk of chunks) {
+      // a large chunk (an attachment) gets messages of its own, encrypted from its memory without a copy
+      if (chunk.length >= DIRECT_BYTES) seal()
       for (let at = 0; at < chunk.length;) {
         const n = Math.min(MAX_PLAINTEXT - size, chunk.length - at)
         pieces.push(n === chunk.length ? chunk : chunk.subarray(at, at + n))
@@ -240,6 +241,7 @@ export const secureTransport = (
         at += n
         if (size === MAX_PLAINTEXT) seal()
       }
+      if (chunk.length >= DIRECT_BYTES) seal()
     }
     seal()
     return out
