@@ -280,15 +280,20 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         Effect.flatMap(Deferred.make<void, ChannelClosed>(), (d) =>
           Effect.zipRight(enqueue(packet, d), Deferred.await(d))
         ),
-      // the current state first, then its changes: trusted now (also after a re-dial), or closed
-      awaitTrusted: stateRef.changes.pipe(
-        Stream.filter((s) => s === "trusted" || s === "closed"),
-        Stream.runHead,
-        Effect.flatMap((s) =>
-          Option.contains(s, "trusted")
-            ? Effect.void
-            : Effect.flatMap(Deferred.await(closed), (reason) => Effect.fail(closedError(reason.message)))
-        )
+      // trusted already: done at once (the usual case right after dial); else the current state, then its changes:
+      // trusted (also after a re-dial), or closed
+      awaitTrusted: Effect.suspend(() =>
+        trusted
+          ? Effect.void
+          : stateRef.changes.pipe(
+              Stream.filter((s) => s === "trusted" || s === "closed"),
+              Stream.runHead,
+              Effect.flatMap((s) =>
+                Option.contains(s, "trusted")
+                  ? Effect.void
+                  : Effect.flatMap(Deferred.await(closed), (reason) => Effect.fail(closedError(reason.message)))
+              )
+            )
       ),
       close: (reason) =>
         Effect.suspend(() => {
