@@ -895,3 +895,60 @@ describe("NoiseSession: frame limits inside the session", () => {
     })
   )
 })
+
+describe("NoiseSession: back-pressure inside the session", () => {
+  it.scopedLive(
+    "a slow application: the receiving node stops reading the encrypted socket instead of buffering, and loses nothing",
+    () =>
+      Effect.gen(function* () {
+        const inboxCapacity = 32
+        const packetBuffer = 32
+        const receiver = yield* startNode({ inboxCapacity }, { packetBuffer })
+        const sender = yield* startNode()
+        const packets = yield* receiver.registry.subscribePackets
+        const channel = yield* sender.dial("127.0.0.1", receiver.port)
+        yield* channel.awaitTrusted
+        const inbound = yield* receiver.awaitChannel(sender.id)
+        const frames = 1000
+        const payload = 32 * 1024
+        const packetOf = (i: number) => {
+          const data = Buffer.alloc(payload)
+          data.writeUInt32BE(i, 0)
+          return DataTransmission.make({ format: "MiscData", data, origin: sender.id, sentAt: now })
+        }
+        const frameBytes = encodeFrame(packetOf(0)).length
+        const baseline = (yield* inbound.stats).bytesIn
+        // the sender queues as fast as its outbox lets it; the receiving application takes one packet per turn
+        yield* Effect.forEach(
+          Array.from({ length: frames }, (_, i) => i),
+          (i) => channel.send(packetOf(i)),
+          { discard: true }
+        ).pipe(Effect.forkScoped)
+        // decrypted but not yet consumed, at most: the subscriber's queue and chunk, the processor's batch, the inbox
+        // (which may overshoot by one message), one partial frame, and the messages of one socket read
+        const slack = packetBuffer * 2 + inboxCapacity * 3
+        let consumed = 0
+        let highest = 0
+        yield* packets.pipe(
+          Stream.filter((r) => r.channel.remoteId === sender.id),
+          Stream.take(frames),
+          Stream.runForEach((r) =>
+            Effect.gen(function* () {
+              const data = (r.packet as DataTransmission).data
+              assert.strictEqual(Buffer.from(data.buffer, data.byteOffset, data.byteLength).readUInt32BE(0), consumed)
+              consumed++
+              const held = (yield* inbound.stats).bytesIn - baseline - consumed * frameBytes
+              highest = Math.max(highest, held)
+              assert.isAtMost(held, slack * frameBytes + 128 * 1024, `node holds ${held} bytes after ${consumed}`)
+              yield* Effect.async<void>((resume) => {
+                setImmediate(() => resume(Effect.void))
+              })
+            })
+          )
+        )
+        assert.strictEqual(consumed, frames)
+        // the bound was reached (the sender really was faster), so the test shows the node holding back
+        assert.isAbove(highest, inboxCapacity * frameBytes)
+      })
+  )
+})
