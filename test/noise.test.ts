@@ -21,7 +21,7 @@ import { generateKeys, NodeIdentity } from "../src/layers/NodeIdentity.js"
 import type { NodeKeys } from "../src/layers/NodeIdentity.js"
 import { generateStaticKeys, noiseSession, noiseSessionLayer } from "../src/layers/NoiseSession.js"
 import type { SecureByteStream, StaticKeyPair } from "../src/layers/NoiseSession.js"
-import { MAX_PLAINTEXT, NoiseCipher } from "../src/layers/NoiseTransport.js"
+import { MAX_PLAINTEXT, NoiseCipher, SEND_PLAINTEXT } from "../src/layers/NoiseTransport.js"
 import { SecureSession } from "../src/layers/SecureSession.js"
 import { ConnectionLost } from "../src/schema/errors.js"
 import { Hello } from "../src/schema/handshake.js"
@@ -822,14 +822,31 @@ describe("NoiseSession: transport chunking", () => {
     assert.isUndefined(t.ended())
   })
 
-  it("a payload larger than one Noise message is sealed into messages of at most 65535 bytes", () => {
+  it("the receiver takes messages of the Noise maximum, 65535 bytes, from a peer that sends them", () => {
+    const key = crypto.randomBytes(32)
+    const t = transportPair(key)
+    const plain = crypto.randomBytes(2 * MAX_PLAINTEXT)
+    const cipher = new NoiseCipher(key)
+    const wire = Buffer.concat([
+      cipher.seal([plain.subarray(0, MAX_PLAINTEXT)], MAX_PLAINTEXT),
+      cipher.seal([plain.subarray(MAX_PLAINTEXT)], MAX_PLAINTEXT)
+    ])
+    assert.strictEqual(wire.readUInt16BE(0), 65535)
+    for (const piece of [wire.subarray(0, 70_000), wire.subarray(70_000)]) t.feed(piece)
+    assert.isTrue(t.delivered().equals(plain))
+    assert.isUndefined(t.ended())
+  })
+
+  it("a payload larger than one Noise message is sealed into full sending-size messages and the rest", () => {
     const t = transportPair(crypto.randomBytes(32))
-    const big = crypto.randomBytes(3 * MAX_PLAINTEXT + 5)
+    const big = crypto.randomBytes(3 * SEND_PLAINTEXT + 5)
     t.send([big])
     const wire = t.wire()
     const lengths: Array<number> = []
     for (let at = 0; at < wire.length; at += 2 + wire.readUInt16BE(at)) lengths.push(wire.readUInt16BE(at))
-    assert.deepStrictEqual(lengths, [65535, 65535, 65535, 5 + 16])
+    const full = SEND_PLAINTEXT + 16
+    assert.isAtMost(full, 65535)
+    assert.deepStrictEqual(lengths, [full, full, full, 5 + 16])
     t.feed(wire)
     assert.isTrue(t.delivered().equals(big))
   })
@@ -890,7 +907,7 @@ describe("NoiseSession: frame limits inside the session", () => {
       const [got] = yield* takePackets(packets, 1, (p) => p._tag === "DataTransmission")
       assert.isTrue(got!._tag === "DataTransmission" && Buffer.from(got!.data).equals(data))
       const sent = splitDirection(Buffer.concat(mitm.toServer), CLIENT_HANDSHAKE_MESSAGES)
-      assert.isAtLeast(sent.transport.length, Math.ceil(data.length / MAX_PLAINTEXT))
+      assert.isAtLeast(sent.transport.length, Math.ceil(data.length / SEND_PLAINTEXT))
       for (const m of sent.transport) assert.isAtMost(m.length, 65535)
     })
   )

@@ -5,11 +5,11 @@
  * little-endian counter, empty associated data. Every `rekeyInterval` messages per direction both sides REKEY
  * (key = first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros)).
  *
- * Writes pack the chunks given into messages of at most 65,519 plaintext bytes, each built in one buffer and encrypted
- * in place: a large payload is copied and encrypted one message-sized slice at a time (never concatenated as a whole),
- * and many small frames share one message. Reads decrypt a message in place once it is complete and hand plaintext to
- * the framing only after its tag verified: a flipped bit, a replayed, reordered or truncated message ends the stream
- * with ConnectionLost and destroys the socket.
+ * Writes pack the chunks given into messages of at most SEND_PLAINTEXT (16 KiB) plaintext bytes: many small frames
+ * share one message (gathered and encrypted in place), a large attachment is encrypted slice by slice straight from
+ * its memory (never concatenated as a whole), and a batch is encrypted and written a round at a time. Reads decrypt
+ * a message in place once it is complete and hand plaintext to the framing only after its tag verified: a flipped
+ * bit, a replayed, reordered or truncated message ends the stream with ConnectionLost and destroys the socket.
  */
 import { Effect } from "effect"
 // @ts-expect-error sodium-native ships no type declarations
@@ -22,6 +22,11 @@ import type { NodeId } from "../schema/ids.js"
 export const MAX_MESSAGE = 65535
 const TAG = 16
 export const MAX_PLAINTEXT = MAX_MESSAGE - TAG
+/**
+ * Plaintext per message this side sends (receivers accept up to MAX_PLAINTEXT). 16 KiB messages mostly fall inside
+ * one 64 KiB socket read, so the receiver decrypts them where they lie instead of gathering each into a new buffer.
+ */
+export const SEND_PLAINTEXT = 16 * 1024 - TAG
 /** Chunks at least this large are sealed in messages of their own, straight from their memory. */
 const DIRECT_BYTES = 16 * 1024
 const REKEY_NONCE = Buffer.concat([Buffer.alloc(4), Buffer.alloc(8, 0xff)])
@@ -119,6 +124,13 @@ export interface SecureByteStream extends ByteStream {
   readonly peer: SessionPeer
 }
 
+interface Planned {
+  readonly pieces: ReadonlyArray<Uint8Array>
+  readonly size: number
+}
+/** Messages encrypted and written per socket write. */
+const ROUND_MESSAGES = 16
+
 /** A queue of received chunks from which exact byte counts are taken as subarrays (no copying). */
 class Chunks {
   private list: Array<Buffer> = []
@@ -211,40 +223,55 @@ export const secureTransport = (
   // full-size message buffers whose write has completed, reused for the next messages (sending allocates no new
   // memory in steady state); a failed write keeps its buffers out of the pool
   const free: Array<Buffer> = []
-  const FULL = 2 + MAX_MESSAGE
+  const FULL = 2 + SEND_PLAINTEXT + TAG
   const take = (n: number) =>
     n < 4096 ? Buffer.allocUnsafe(n) : (free.pop() ?? Buffer.allocUnsafe(FULL)).subarray(0, n)
   const recycle = (messages: ReadonlyArray<Uint8Array>) => {
     for (const m of messages) {
-      if (m.byteLength >= 4096 && m.buffer.byteLength === FULL && free.length < 16) {
+      if (m.byteLength >= 4096 && m.buffer.byteLength === FULL && free.length < ROUND_MESSAGES) {
         free.push(Buffer.from(m.buffer, m.byteOffset, FULL))
       }
     }
   }
-  const encrypt = (chunks: ReadonlyArray<Uint8Array>): Array<Uint8Array> => {
-    const out: Array<Uint8Array> = []
+  /** Cuts the chunks into messages' worth of pieces (views, nothing copied or encrypted yet). */
+  const plan = (chunks: ReadonlyArray<Uint8Array>): Array<Planned> => {
+    const out: Array<Planned> = []
     let pieces: Array<Uint8Array> = []
     let size = 0
-    const seal = () => {
+    const close = () => {
       if (size === 0) return
-      out.push(tx.seal(pieces, size, take))
+      out.push({ pieces, size })
       pieces = []
       size = 0
     }
     for (const chunk of chunks) {
       // a large chunk (an attachment) gets messages of its own, encrypted from its memory without a copy
-      if (chunk.length >= DIRECT_BYTES) seal()
+      if (chunk.length >= DIRECT_BYTES) close()
       for (let at = 0; at < chunk.length;) {
-        const n = Math.min(MAX_PLAINTEXT - size, chunk.length - at)
+        const n = Math.min(SEND_PLAINTEXT - size, chunk.length - at)
         pieces.push(n === chunk.length ? chunk : chunk.subarray(at, at + n))
         size += n
         at += n
-        if (size === MAX_PLAINTEXT) seal()
+        if (size === SEND_PLAINTEXT) close()
       }
-      if (chunk.length >= DIRECT_BYTES) seal()
+      if (chunk.length >= DIRECT_BYTES) close()
     }
-    seal()
+    close()
     return out
+  }
+  /**
+   * Encrypts and writes the planned messages a round at a time (at most ROUND_MESSAGES, about 1 MiB), each round once
+   * the previous one is written: a large batch never holds its whole ciphertext in memory, and the buffers of one
+   * round serve the next.
+   */
+  const writeRounds = (planned: ReadonlyArray<Planned>, from: number): Effect.Effect<void, ConnectionLost> => {
+    const to = Math.min(planned.length, from + ROUND_MESSAGES)
+    const messages: Array<Uint8Array> = []
+    for (let i = from; i < to; i++) messages.push(tx.seal(planned[i]!.pieces, planned[i]!.size, take))
+    return Effect.flatMap(stream.write(messages), () => {
+      recycle(messages)
+      return to < planned.length ? writeRounds(planned, to) : Effect.void
+    })
   }
   const writeLock = Effect.unsafeMakeSemaphore(1)
   stream.receive(inner)
@@ -258,8 +285,7 @@ export const secureTransport = (
       writeLock.withPermits(1)(
         Effect.suspend(() => {
           if (ended !== undefined) return Effect.fail(ended)
-          const messages = encrypt(chunks)
-          return Effect.tap(stream.write(messages), () => recycle(messages))
+          return writeRounds(plan(chunks), 0)
         })
       ),
     receive: (r, unread) => {
