@@ -7,7 +7,7 @@
  * one read become one invalid JSON text) and its default trust protocol ("Ping from <ip>" every interval while the
  * channel is untrusted, trusted after three chunks containing "Ping from", one ping back per ping after six).
  */
-import { Deferred, Effect, Exit, Queue, Scope } from "effect"
+import { Deferred, Effect, Exit, Queue, Schedule, Scope } from "effect"
 import * as dgram from "node:dgram"
 import * as net from "node:net"
 
@@ -183,8 +183,6 @@ export interface LegacyConnection {
   readonly next: Effect.Effect<Received>
 }
 
-const pause = (ms: number) => Effect.sleep(`${ms} millis`)
-
 /** Runs the original's channel over a connected socket, for the life of the scope. */
 const channel = (socket: net.Socket, opts: Required<LegacyPeerOptions>) =>
   Effect.gen(function* () {
@@ -225,28 +223,32 @@ const channel = (socket: net.Socket, opts: Required<LegacyPeerOptions>) =>
         if (socket.destroyed) return resume(Effect.void)
         socket.write(bytes, () => resume(Effect.void))
       })
-    // the sender: one write per packet, then the pause
+    // the sender: one write per packet, the next no sooner than the original's write pause after it (its behaviour
+    // on the wire, not a synchronisation of this test)
     yield* Effect.forkScoped(
-      Effect.forever(
-        Effect.gen(function* () {
-          const bytes = yield* Queue.take(outgoing)
-          yield* write(bytes)
-          yield* pause(opts.writePauseMillis)
-        })
+      Queue.take(outgoing).pipe(
+        Effect.flatMap(write),
+        Effect.repeat(Schedule.spaced(`${opts.writePauseMillis} millis`))
       )
     )
     if (opts.runTrustProtocol) {
+      // a ping every interval, at most 1000, until trusted or closed
+      const pingOnce = Effect.gen(function* () {
+        if ((yield* Deferred.isDone(trusted)) || (yield* Deferred.isDone(closed))) return false
+        yield* Queue.offer(outgoing, ping())
+        sent++
+        yield* Queue.offer(pingQueued, sent)
+        return true
+      })
       yield* Effect.forkScoped(
-        Effect.gen(function* () {
-          // bounded: at most 1000 pings, stops when trusted or closed
-          for (let i = 0; i < 1000; i++) {
-            if ((yield* Deferred.isDone(trusted)) || (yield* Deferred.isDone(closed))) return
-            yield* Queue.offer(outgoing, ping())
-            sent++
-            yield* Queue.offer(pingQueued, sent)
-            yield* pause(opts.pingIntervalMillis)
-          }
-        })
+        pingOnce.pipe(
+          Effect.repeat({
+            schedule: Schedule.spaced(`${opts.pingIntervalMillis} millis`).pipe(
+              Schedule.intersect(Schedule.recurs(999))
+            ),
+            while: (more) => more
+          })
+        )
       )
     }
     const connection: LegacyConnection = {
