@@ -23,6 +23,7 @@ import { encodeFrame, preamble } from "../src/schema/wire.js"
 import { transcript } from "../src/layers/TrustHandshake.js"
 import { retainedBytes } from "./support/memory.js"
 import { message, now, startNode, waitFor } from "./support/nodes.js"
+import { consumeSlowly } from "./support/slow-consumer.js"
 import type { RawPeer } from "./support/raw-peer.js"
 import { connectRaw, lengthPrefix, rawFrame, rawFrameBytes, sayHello, trustedRawPeer } from "./support/raw-peer.js"
 
@@ -358,26 +359,15 @@ describe("bad input on a live connection", () => {
         // held by the node at most: the subscriber's queue and the chunk it took, the processor's batch, the inbox
         // (which may overshoot by one socket chunk), one partial frame; with a margin of one inbox and a socket read
         const slack = packetBuffer * 2 + inboxCapacity * 3
-        let consumed = 0
-        let highest = 0
-        yield* fx.packets.pipe(
-          Stream.filter((r) => r.channel.remoteId === peer.keys.id),
-          Stream.take(frames),
-          Stream.runForEach((r) =>
-            Effect.gen(function* () {
-              const data = (r.packet as DataTransmission).data
-              assert.strictEqual(Buffer.from(data.buffer, data.byteOffset, data.byteLength).readUInt32BE(0), consumed)
-              consumed++
-              const held = (yield* channel.stats).bytesIn - baseline - consumed * frameBytes
-              highest = Math.max(highest, held)
-              assert.isAtMost(held, slack * frameBytes + 64 * KiB, `node holds ${held} bytes after ${consumed} packets`)
-              // let the socket deliver whatever the node is willing to read before the next packet
-              yield* Effect.async<void>((resume) => {
-                setImmediate(() => resume(Effect.void))
-              })
-            })
-          )
-        )
+        const { consumed, highest } = yield* consumeSlowly({
+          packets: fx.packets,
+          from: peer.keys.id,
+          frames,
+          stats: channel.stats,
+          baseline,
+          frameBytes,
+          limitBytes: slack * frameBytes + 64 * KiB
+        })
         assert.strictEqual(consumed, frames)
         assert.isFalse(channel.isClosed())
         // the node did fill its buffers (the bound was exercised, not just never approached)

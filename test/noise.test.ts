@@ -32,6 +32,7 @@ import type { Packet } from "../src/schema/packets.js"
 import { NetworkSettings } from "../src/schema/settings.js"
 import { encodeFrame, preamble, PROTOCOL_VERSION } from "../src/schema/wire.js"
 import { message, now, startNode } from "./support/nodes.js"
+import { consumeSlowly } from "./support/slow-consumer.js"
 import { CLIENT_HANDSHAKE_MESSAGES, relay, SERVER_HANDSHAKE_MESSAGES, splitDirection } from "./support/noise-relay.js"
 import type { Rewrite } from "./support/noise-relay.js"
 import {
@@ -944,25 +945,15 @@ describe("NoiseSession: back-pressure inside the session", () => {
         // decrypted but not yet consumed, at most: the subscriber's queue and chunk, the processor's batch, the inbox
         // (which may overshoot by one message), one partial frame, and the messages of one socket read
         const slack = packetBuffer * 2 + inboxCapacity * 3
-        let consumed = 0
-        let highest = 0
-        yield* packets.pipe(
-          Stream.filter((r) => r.channel.remoteId === sender.id),
-          Stream.take(frames),
-          Stream.runForEach((r) =>
-            Effect.gen(function* () {
-              const data = (r.packet as DataTransmission).data
-              assert.strictEqual(Buffer.from(data.buffer, data.byteOffset, data.byteLength).readUInt32BE(0), consumed)
-              consumed++
-              const held = (yield* inbound.stats).bytesIn - baseline - consumed * frameBytes
-              highest = Math.max(highest, held)
-              assert.isAtMost(held, slack * frameBytes + 128 * 1024, `node holds ${held} bytes after ${consumed}`)
-              yield* Effect.async<void>((resume) => {
-                setImmediate(() => resume(Effect.void))
-              })
-            })
-          )
-        )
+        const { consumed, highest } = yield* consumeSlowly({
+          packets,
+          from: sender.id,
+          frames,
+          stats: inbound.stats,
+          baseline,
+          frameBytes,
+          limitBytes: slack * frameBytes + 128 * 1024
+        })
         assert.strictEqual(consumed, frames)
         // the bound was reached (the sender really was faster), so the test shows the node holding back
         assert.isAbove(highest, inboxCapacity * frameBytes)

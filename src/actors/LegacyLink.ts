@@ -39,7 +39,7 @@ import type { NetworkSettings } from "../schema/settings.js"
 import { decodeBody, FrameReader, PROTOCOL_VERSION } from "../schema/wire.js"
 import type { ByteStream } from "./Connection.js"
 import type { ChannelCounters, InboxItem, Link } from "./Link.js"
-import { floodGate, LinkEnd } from "./Link.js"
+import { floodGate, inboxGate, LinkEnd } from "./Link.js"
 
 /**
  * The NodeId standing for a legacy peer, which has no key: the first 20 bytes of SHA-256 of
@@ -122,10 +122,6 @@ const unknownTagScanner = () => {
   }
 }
 
-/** What an inbox item counts against inboxMaxBytes, as in Link.attach: its attachment plus a fixed allowance. */
-const inboxBytes = (item: { readonly _tag: string }): number =>
-  item instanceof DataTransmission ? item.data.length + 64 : 64
-
 /** Bytes a frame took on the wire: both tags and its payload. */
 const frameBytes = (f: LegacyFrame) => 2 * f.kind.length + 5 + Buffer.byteLength(f.json, "utf8")
 
@@ -185,9 +181,7 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
     const parser = new LegacyStreamParser({ maxBufferBytes: opts.maxBufferBytes })
     const scan = unknownTagScanner()
     let done = false
-    let paused = false
-    let queued = 0
-    let queuedBytes = 0
+    const gate = inboxGate(settings, stream)
     let pings = 0
     let pushed = 0
     let framed = 0
@@ -217,8 +211,7 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
       if (packet.right._tag === "PeerGroup") opts.onPeerGroup?.(packet.right.peers)
       const item = packet.right._tag === "DataTransmission" ? taskIn(packet.right) : packet.right
       inbox.unsafeOffer(item)
-      queued++
-      queuedBytes += inboxBytes(item)
+      gate.added(item)
     }
 
     stream.receive({
@@ -241,10 +234,7 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
         if (junk > opts.maxJunkBytes) {
           return end(new ProtocolMismatch({ reason: `${junk} bytes outside any legacy frame` }))
         }
-        if ((queued >= settings.inboxCapacity || queuedBytes >= settings.inboxMaxBytes) && !paused) {
-          paused = true
-          stream.pause()
-        }
+        gate.check()
       },
       onEnd: (reason) => {
         const truncated = parser.end()
@@ -318,17 +308,7 @@ export const makeLegacyLink = (raw: ByteStream, opts: LegacyLinkOptions) =>
       inbox,
       localHello: hello(settings, opts.localId, opts.listenPort),
       remoteHello: hello(settings, opts.remoteId, opts.remoteListenPort),
-      drained: (items) => {
-        for (const item of items) {
-          if (item instanceof LinkEnd || item._tag === "TrustDecided") continue
-          queued--
-          queuedBytes -= inboxBytes(item)
-        }
-        if (paused && queued < settings.inboxCapacity / 2 && queuedBytes < settings.inboxMaxBytes / 2) {
-          paused = false
-          stream.resume()
-        }
-      },
+      drained: gate.drained,
       end,
       write,
       admit: Effect.void,

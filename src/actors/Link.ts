@@ -196,6 +196,39 @@ export const floodGate = (limit: number, clock: Clock.Clock) => {
 /** What an inbox item counts against inboxMaxBytes: its attachment plus a fixed allowance for the rest. */
 const inboxBytes = (item: FrameValue): number => (item._tag === "DataTransmission" ? item.data.length + 64 : 64)
 
+/**
+ * What a link's inbox holds, by count and by bytes: `added` for each frame put in, `check` after a socket read stops
+ * reading once either limit is reached, `drained` after the channel took items resumes below half of both.
+ */
+export const inboxGate = (settings: NetworkSettings, stream: ByteStream) => {
+  let paused = false
+  let queued = 0
+  let queuedBytes = 0
+  return {
+    added: (item: FrameValue) => {
+      queued++
+      queuedBytes += inboxBytes(item)
+    },
+    check: () => {
+      if ((queued >= settings.inboxCapacity || queuedBytes >= settings.inboxMaxBytes) && !paused) {
+        paused = true
+        stream.pause()
+      }
+    },
+    drained: (items: Iterable<InboxItem>) => {
+      for (const item of items) {
+        if (item instanceof LinkEnd || item._tag === "TrustDecided") continue
+        queued--
+        queuedBytes -= inboxBytes(item)
+      }
+      if (paused && queued < settings.inboxCapacity / 2 && queuedBytes < settings.inboxMaxBytes / 2) {
+        paused = false
+        stream.resume()
+      }
+    }
+  }
+}
+
 const attach = (
   stream: ByteStream,
   inbox: Queue.Queue<InboxItem>,
@@ -205,9 +238,7 @@ const attach = (
 ) => {
   const reader = new FrameReader(settings.maxFrameBytes)
   let done = false
-  let paused = false
-  let queued = 0
-  let queuedBytes = 0
+  const gate = inboxGate(settings, stream)
   const flooded = floodGate(settings.maxFramesPerSecond, clock)
   // decoded frames are handed to the inbox once per event-loop turn, after every socket read of that turn, so the
   // channel's fibers wake once per turn instead of once per 64 KiB read
@@ -234,8 +265,7 @@ const attach = (
     const decoded = decodeRange(buffer, from, to)
     if (Either.isLeft(decoded)) return end(decoded.left)
     pending.push(decoded.right)
-    queued++
-    queuedBytes += inboxBytes(decoded.right)
+    gate.added(decoded.right)
     if (!scheduled) {
       scheduled = true
       setImmediate(flush)
@@ -248,10 +278,7 @@ const attach = (
       counters.lastIncomingAt = clock.unsafeCurrentTimeMillis()
       const error = reader.pushRanges(chunk, onBody)
       if (error !== undefined) return end(error)
-      if ((queued >= settings.inboxCapacity || queuedBytes >= settings.inboxMaxBytes) && !paused) {
-        paused = true
-        stream.pause()
-      }
+      gate.check()
     },
     onEnd: (reason) => end(reader.end() ?? reason)
   })
@@ -259,17 +286,7 @@ const attach = (
     stream,
     inbox,
     end,
-    drained: (items: Iterable<InboxItem>) => {
-      for (const item of items) {
-        if (item instanceof LinkEnd || item._tag === "TrustDecided") continue
-        queued--
-        queuedBytes -= inboxBytes(item)
-      }
-      if (paused && queued < settings.inboxCapacity / 2 && queuedBytes < settings.inboxMaxBytes / 2) {
-        paused = false
-        stream.resume()
-      }
-    },
+    drained: gate.drained,
     write: stream.write
   }
 }
