@@ -236,45 +236,38 @@ const main = Effect.gen(function* () {
     yield* noiseChannel.awaitTrusted
     yield* plainChannel.awaitTrusted
     const names = { library: "noise", baseline: "plain" }
-    const small = yield* compare(
-      receiver,
-      options,
-      20_000,
-      5_000_000,
-      librarySender(plainChannel, plainSmallPacket, "batched"),
-      librarySender(noiseChannel, smallPacket, "batched")
-    )
-    const smallReport = throughputReport(
-      small,
-      "Noise vs plain: 100-byte PureMessage, sendAll of 256",
-      "msg/s",
-      1,
-      SECURE_TARGET.small,
-      names
-    )
-    const bulk = yield* compare(
-      receiver,
-      options,
-      200,
-      100_000,
-      librarySender(plainChannel, plainBulkPacket, "single"),
-      librarySender(noiseChannel, bulkPacket, "single")
-    )
-    const bulkReport = throughputReport(
-      bulk,
-      "Noise vs plain: 64 KiB DataTransmission",
-      "MB/s",
-      BULK_BYTES / 1e6,
-      SECURE_TARGET.bulk,
-      names
-    )
-    rows.push(smallReport.row, bulkReport.row)
-    notes.push(...smallReport.notes, ...bulkReport.notes)
     // plain library / node:net, from two separate comparisons of this run (not interleaved with each other)
     const plainVsBaseline = (plain: number, baseline: number | undefined) =>
       baseline === undefined ? {} : { plainVsBaseline: rounded(plain / baseline, 3) }
-    secure["small"] = { ...smallReport.json, ...plainVsBaseline(small.baseline.rate, baselineRates.small) }
-    secure["bulk"] = { ...bulkReport.json, ...plainVsBaseline(bulk.baseline.rate, baselineRates.bulk) }
+    const runs = [
+      {
+        key: "small",
+        metric: "Noise vs plain: 100-byte PureMessage, sendAll of 256",
+        unit: "msg/s",
+        scale: 1,
+        bounds: [20_000, 5_000_000],
+        plain: librarySender(plainChannel, plainSmallPacket, "batched"),
+        noise: librarySender(noiseChannel, smallPacket, "batched"),
+        baselineRate: baselineRates.small
+      },
+      {
+        key: "bulk",
+        metric: "Noise vs plain: 64 KiB DataTransmission",
+        unit: "MB/s",
+        scale: BULK_BYTES / 1e6,
+        bounds: [200, 100_000],
+        plain: librarySender(plainChannel, plainBulkPacket, "single"),
+        noise: librarySender(noiseChannel, bulkPacket, "single"),
+        baselineRate: baselineRates.bulk
+      }
+    ] as const
+    for (const run of runs) {
+      const r = yield* compare(receiver, options, run.bounds[0], run.bounds[1], run.plain, run.noise)
+      const report = throughputReport(r, run.metric, run.unit, run.scale, SECURE_TARGET[run.key], names)
+      rows.push(report.row)
+      notes.push(...report.notes)
+      secure[run.key] = { ...report.json, ...plainVsBaseline(r.baseline.rate, run.baselineRate) }
+    }
     yield* noiseChannel.close("benchmark secure throughput done")
     yield* plainChannel.close("benchmark secure throughput done")
     yield* noiseChannel.awaitClosed

@@ -5,7 +5,7 @@
  * drive NoiseCipher and secureTransport directly.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Clock, Deferred, Effect, Either, Layer, Stream } from "effect"
+import { Chunk, Clock, Deferred, Effect, Either, Fiber, Layer, Queue, Stream } from "effect"
 import * as fc from "fast-check"
 import * as crypto from "node:crypto"
 import * as net from "node:net"
@@ -20,8 +20,9 @@ import type { PeerNetwork } from "../src/layers/PeerNetwork.js"
 import { generateKeys, NodeIdentity } from "../src/layers/NodeIdentity.js"
 import type { NodeKeys } from "../src/layers/NodeIdentity.js"
 import { generateStaticKeys, noiseSession, noiseSessionLayer } from "../src/layers/NoiseSession.js"
-import type { SecureByteStream, StaticKeyPair } from "../src/layers/NoiseSession.js"
-import { MAX_PLAINTEXT, NoiseCipher, SEND_PLAINTEXT } from "../src/layers/NoiseTransport.js"
+import type { StaticKeyPair } from "../src/layers/NoiseSession.js"
+import type { SecureByteStream } from "../src/layers/NoiseTransport.js"
+import { MAX_PLAINTEXT, NoiseCipher, secureTransport, SEND_PLAINTEXT } from "../src/layers/NoiseTransport.js"
 import { SecureSession } from "../src/layers/SecureSession.js"
 import { ConnectionLost } from "../src/schema/errors.js"
 import { Hello } from "../src/schema/handshake.js"
@@ -41,10 +42,11 @@ import {
   opening,
   rawClient,
   socketPair,
+  somePeer,
   transportPair,
   upgradeBoth
 } from "./support/noise-sessions.js"
-import { cutAt } from "./support/noise-streams.js"
+import { cutAt, memoryStream } from "./support/noise-streams.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // fixtures
@@ -822,6 +824,55 @@ describe("NoiseSession: transport chunking", () => {
     assert.isTrue(t.delivered().equals(Buffer.concat(plain)))
     assert.isUndefined(t.ended())
   })
+
+  it.effect("a large payload is encrypted a round at a time: never more than one round of ciphertext waits", () =>
+    Effect.gen(function* () {
+      const key = crypto.randomBytes(32)
+      const inn = memoryStream()
+      const wire: Array<Buffer> = []
+      const permits = yield* Queue.unbounded<void>()
+      // a socket that accepts one write call per permit, so the test sees what is encrypted before each write ends
+      const gated: ByteStream = {
+        ...memoryStream().stream,
+        write: (chunks) =>
+          Effect.zipRight(
+            Effect.sync(() => wire.push(Buffer.concat(chunks.map((c) => Buffer.from(c))))),
+            Queue.take(permits)
+          )
+      }
+      const sender = secureTransport(gated, somePeer, new NoiseCipher(key), new NoiseCipher(crypto.randomBytes(32)))
+      const receiver = secureTransport(
+        inn.stream,
+        somePeer,
+        new NoiseCipher(crypto.randomBytes(32)),
+        new NoiseCipher(key)
+      )
+      const delivered: Array<Buffer> = []
+      receiver.receive({ onData: (c) => delivered.push(Buffer.from(c)), onEnd: () => {} })
+      const payload = crypto.randomBytes(8 * 1024 * 1024)
+      const writing = yield* Effect.fork(sender.write([payload]))
+      const oneRound = 16 * (2 + SEND_PLAINTEXT + 16)
+      /** Lets the writer run until it has handed the socket its next write (or finished); bounded. */
+      const settle = (writes: number) =>
+        Effect.gen(function* () {
+          for (let i = 0; i < 1000 && wire.length < writes && writing.unsafePoll() === null; i++)
+            yield* Effect.yieldNow()
+        })
+      let released = 0
+      for (; released < 1000; released++) {
+        yield* settle(released + 1)
+        if (writing.unsafePoll() !== null) break
+        // one write waits on the socket, and it holds one round of ciphertext at most: nothing was encrypted ahead
+        assert.strictEqual(wire.length, released + 1)
+        assert.isAtMost(wire[released]!.length, oneRound)
+        yield* Queue.offer(permits, undefined)
+      }
+      yield* Fiber.join(writing)
+      assert.isAtLeast(wire.length, Math.ceil(payload.length / oneRound))
+      for (const w of wire) inn.feed(w)
+      assert.isTrue(Buffer.concat(delivered).equals(payload))
+    })
+  )
 
   it("the receiver takes messages of the Noise maximum, 65535 bytes, from a peer that sends them", () => {
     const key = crypto.randomBytes(32)

@@ -32,6 +32,7 @@ export interface ByteStream {
   /** Stops reading from the socket (TCP flow control pushes back on the sender). */
   readonly pause: () => void
   readonly resume: () => void
+  /** Closes the socket at once. Synchronous (it never waits), so socket callbacks may run it with Effect.runSync. */
   readonly destroy: Effect.Effect<void>
   readonly bytesWritten: () => number
 }
@@ -103,6 +104,31 @@ export const socketStream = (socket: net.Socket): ByteStream => {
     bytesWritten: () => socket.bytesWritten
   }
 }
+
+/**
+ * Reads from `stream` until `length` can tell how many bytes the value at its start takes (undefined: not yet), then
+ * hands those bytes to `parse` and leaves whatever came after them held in the stream for the next reader. Used for
+ * the fixed-size preamble and the length-prefixed Noise handshake messages.
+ */
+export const readPrefix = <A>(
+  stream: ByteStream,
+  length: (got: Buffer) => number | undefined,
+  parse: (bytes: Buffer) => A
+): Effect.Effect<A, ConnectionLost> =>
+  Effect.async<A, ConnectionLost>((resume) => {
+    let got = Buffer.alloc(0)
+    stream.receive({
+      onData: (chunk) => {
+        got = got.length === 0 ? Buffer.from(chunk) : Buffer.concat([got, chunk])
+        const n = length(got)
+        if (n === undefined || got.length < n) return
+        stream.receive(undefined, got.subarray(n))
+        resume(Effect.succeed(parse(got.subarray(0, n))))
+      },
+      onEnd: (reason) => resume(Effect.fail(reason))
+    })
+    return Effect.sync(() => stream.receive(undefined))
+  })
 
 /** "::ffff:127.0.0.1" (IPv4-mapped) is reported as "127.0.0.1". */
 export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a)

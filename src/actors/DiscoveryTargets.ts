@@ -4,7 +4,7 @@
  * jitter; the slow end when throttled). Pure functions, so the mode's promise ("loopback" never leaves 127.0.0.0/8) and
  * the rate are testable without sockets.
  */
-import { Option } from "effect"
+import { Effect, Option, Random } from "effect"
 import { isLoopbackIpv4 } from "../layers/Interfaces.js"
 import type { DiscoveryInterfaces, DiscoverySettings } from "../schema/discovery.js"
 import type { InterfaceTable } from "../schema/interfaces.js"
@@ -67,3 +67,9 @@ export const baseIntervalMillis = (
   const wave = (Math.sin((2 * Math.PI * now) / s.wavePeriodMillis) + 1) / 2
   return Math.round(s.slowIntervalMillis + (s.fastIntervalMillis - s.slowIntervalMillis) * wave)
 }
+
+/** The random jitter added to each wait: uniform in [jitterMinMillis, jitterMaxMillis), from the Random service. */
+export const jitterMillis = (s: { readonly jitterMinMillis: number; readonly jitterMaxMillis: number }) =>
+  s.jitterMaxMillis > s.jitterMinMillis
+    ? Random.nextIntBetween(s.jitterMinMillis, s.jitterMaxMillis)
+    : Effect.succeed(s.jitterMinMillis)

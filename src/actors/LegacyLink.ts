@@ -26,7 +26,7 @@ import type { LegacyConversionError, LegacyDecodeError, LegacyTagError } from ".
 import type { LegacyFrame } from "../schema/legacy/stream.js"
 import { LegacyStreamParser } from "../schema/legacy/stream.js"
 import { decodeLegacyPacket, encodeLegacyFrame, fromNativePacket, toNativePacket } from "../schema/legacy/packets.js"
-import { DataTransmission, NetworkTask } from "../schema/packets.js"
+import { DataTransmission, NetworkTask, packetKinds } from "../schema/packets.js"
 import type { Packet, TaskId } from "../schema/packets.js"
 import {
   decodeLegacyTask,
@@ -351,5 +351,5 @@ const taskOut = (dt: DataTransmission): DataTransmission | undefined => {
   })
 }
 
-const PACKET_TAGS = new Set(["Identity", "Disconnect", "PeerGroup", "DataTransmission", "PureMessage"])
+const PACKET_TAGS: ReadonlySet<string> = new Set(packetKinds)
 const isPacket = (v: { readonly _tag: string }): v is Packet => PACKET_TAGS.has(v._tag)

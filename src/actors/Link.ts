@@ -21,9 +21,10 @@ import {
   PREAMBLE_LENGTH,
   PROTOCOL_VERSION
 } from "../schema/wire.js"
-import type { Preamble, SessionName } from "../schema/wire.js"
+import type { SessionName } from "../schema/wire.js"
 import type { NodeKeys } from "../layers/NodeIdentity.js"
 import type { ByteStream } from "./Connection.js"
+import { readPrefix } from "./Connection.js"
 import type { SecureSession } from "../layers/SecureSession.js"
 
 /** Marks the end of a link in its inbox. */
@@ -71,24 +72,15 @@ export interface Link {
 
 /** Reads the remote's 8-byte preamble; bytes after it stay held in the stream. */
 const readPreamble = (stream: ByteStream) =>
-  Effect.async<Preamble, ProtocolMismatch | ConnectionLost>((resume) => {
-    let got = Buffer.alloc(0)
-    stream.receive({
-      onData: (chunk) => {
-        got = Buffer.concat([got, chunk])
-        if (got.length < PREAMBLE_LENGTH) return
-        stream.receive(undefined, got.subarray(PREAMBLE_LENGTH))
-        const parsed = parsePreamble(got.subarray(0, PREAMBLE_LENGTH))
-        resume(
-          Either.match(parsed, {
-            onLeft: (reason) => Effect.fail(new ProtocolMismatch({ reason })),
-            onRight: Effect.succeed
-          })
-        )
-      },
-      onEnd: (reason) => resume(Effect.fail(reason))
-    })
-  })
+  readPrefix(
+    stream,
+    () => PREAMBLE_LENGTH,
+    (bytes) => parsePreamble(bytes)
+  ).pipe(
+    Effect.flatMap(
+      Either.match({ onLeft: (reason) => Effect.fail(new ProtocolMismatch({ reason })), onRight: Effect.succeed })
+    )
+  )
 
 /** Reads the remote's preamble and checks its version and session; a mismatch is answered with a Reject. */
 const checkPreamble = (stream: ByteStream, session: SessionName) =>

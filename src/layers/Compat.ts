@@ -36,6 +36,7 @@ import type { CloseReason, DialFailed } from "../schema/errors.js"
 import { LocalClose, PeerBlocked } from "../schema/errors.js"
 import type { ListenFailed } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
+import type { InterfaceTable } from "../schema/interfaces.js"
 import { encodeLegacyFrame, legacyOrigin, PureMessagePacket } from "../schema/legacy/packets.js"
 import { NetworkInterfaces } from "./Interfaces.js"
 import { Category } from "./Logging.js"
@@ -89,15 +90,15 @@ export class CompatProfile extends Context.Tag("effect-p2pnet/CompatProfile")<
 }
 
 /** The original's LocalIPV4Address: the last IPv4 address of the primary interface (spec 2.1), else 127.0.0.1. */
-const localIpv4 = Effect.gen(function* () {
-  const interfaces = yield* NetworkInterfaces
-  const table = yield* Effect.option(interfaces.current)
-  const primary = Option.flatMap(table, (t) => t.primary)
-  return Option.match(primary, {
-    onNone: () => "127.0.0.1",
-    onSome: (i) => i.ipv4[i.ipv4.length - 1]?.address ?? "127.0.0.1"
-  })
-})
+export const primaryIpv4 = (table: Option.Option<InterfaceTable>): string =>
+  Option.flatMap(table, (t) => t.primary).pipe(
+    Option.flatMapNullable((i) => i.ipv4[i.ipv4.length - 1]?.address),
+    Option.getOrElse(() => "127.0.0.1")
+  )
+
+const localIpv4 = Effect.flatMap(NetworkInterfaces, (interfaces) =>
+  Effect.map(Effect.option(interfaces.current), primaryIpv4)
+)
 
 /** Legacy endpoints remembered at most (a PeerGroup may name many). */
 const ENDPOINT_LIMIT = 4096
@@ -350,7 +351,7 @@ const make = Effect.gen(function* () {
     dial,
     markLegacy,
     isLegacyEndpoint,
-    isLegacy: (channel) => legacy.has(channel.key) && legacy.get(channel.key) === channel
+    isLegacy: (channel) => legacy.get(channel.key) === channel
   })
 })
 

@@ -21,7 +21,7 @@ import type {
   LegacyPeersResult,
   LegacySignatureKind
 } from "../schema/legacyBootstrap.js"
-import { CompatConfig, CompatProfile } from "./Compat.js"
+import { CompatConfig, CompatProfile, primaryIpv4 } from "./Compat.js"
 import { isLoopbackIpv4, NetworkInterfaces } from "./Interfaces.js"
 import type { LegacySelf } from "./LegacyBootstrapClient.js"
 import { LegacyBootstrapClient } from "./LegacyBootstrapClient.js"
@@ -108,11 +108,7 @@ export const legacyAnnouncedAddress = (input: {
 }): string => {
   if (usable(input.advertisedAddress)) return input.advertisedAddress
   if (usable(input.host)) return input.host
-  const primary = Option.flatMap(input.interfaces, (t) => t.primary)
-  return Option.match(primary, {
-    onNone: () => "127.0.0.1",
-    onSome: (i) => i.ipv4[i.ipv4.length - 1]?.address ?? "127.0.0.1"
-  })
+  return primaryIpv4(input.interfaces)
 }
 
 // ---------------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import {
 import type * as dgram from "node:dgram"
 import { checkDatagram, encodeAnnouncement } from "../actors/DiscoveryCodec.js"
 import { sendDatagram, trySocket, udpSocket } from "../actors/DiscoverySockets.js"
-import { baseIntervalMillis, broadcastTargets, multicastInterfaces } from "../actors/DiscoveryTargets.js"
+import { baseIntervalMillis, broadcastTargets, jitterMillis, multicastInterfaces } from "../actors/DiscoveryTargets.js"
 import { ROTATE_BROADCAST_PORT } from "./DefaultRoutines.js"
 import { dropReasons, DiscoverySettings } from "../schema/discovery.js"
 import type { DropReason } from "../schema/discovery.js"
@@ -288,11 +288,7 @@ const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const trusted = settings.enoughPeers > 0 ? (yield* registry.trustedChannels).length : 0
       const base = baseIntervalMillis(now, settings, settings.enoughPeers > 0 && trusted >= settings.enoughPeers)
-      const jitter =
-        settings.jitterMaxMillis > settings.jitterMinMillis
-          ? yield* Random.nextIntBetween(settings.jitterMinMillis, settings.jitterMaxMillis)
-          : settings.jitterMinMillis
-      return base + jitter
+      return base + (yield* jitterMillis(settings))
     })
   const nextInterval = Effect.flatMap(Clock.currentTimeMillis, intervalAt)
 

@@ -26,7 +26,7 @@ import {
 } from "effect"
 import { legacyNodeId } from "../actors/LegacyLink.js"
 import { sendDatagram, trySocket, udpSocket } from "../actors/DiscoverySockets.js"
-import { baseIntervalMillis } from "../actors/DiscoveryTargets.js"
+import { baseIntervalMillis, jitterMillis } from "../actors/DiscoveryTargets.js"
 import { IpAddress, PeerAddress, Port } from "../schema/ids.js"
 import { decodeLegacyDiscovery, encodeLegacyDiscovery } from "../schema/legacy/discovery.js"
 import { CompatConfig, CompatProfile } from "./Compat.js"
@@ -191,11 +191,7 @@ const make = Effect.gen(function* () {
   })
   const interval = Effect.gen(function* () {
     const now = yield* Clock.currentTimeMillis
-    const jitter =
-      settings.jitterMaxMillis > settings.jitterMinMillis
-        ? yield* Random.nextIntBetween(settings.jitterMinMillis, settings.jitterMaxMillis)
-        : settings.jitterMinMillis
-    return baseIntervalMillis(now, settings, false) + jitter
+    return baseIntervalMillis(now, settings, false) + (yield* jitterMillis(settings))
   })
   if (profile.port === 0) yield* Effect.logWarning("legacy discovery: no legacy listener, nothing to announce")
   yield* Effect.forkScoped(

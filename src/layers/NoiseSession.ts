@@ -18,6 +18,7 @@ import NoiseState from "noise-handshake"
 // @ts-expect-error noise-handshake ships no type declarations
 import curve from "noise-handshake/dh"
 import type { ByteStream } from "../actors/Connection.js"
+import { readPrefix } from "../actors/Connection.js"
 import { ConnectionLost, HandshakeFailed, PeerIdentityMismatch } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
 import type { NetworkSettings } from "../schema/settings.js"
@@ -25,14 +26,11 @@ import { encodeFrame } from "../schema/wire.js"
 import { Reject } from "../schema/handshake.js"
 import type { NodeKeys } from "./NodeIdentity.js"
 import { NodeIdentity, nodeIdFromPublicKey, verifySignature } from "./NodeIdentity.js"
-import { NoiseCipher, secureTransport, MAX_MESSAGE } from "./NoiseTransport.js"
+import { NoiseCipher, secureTransport } from "./NoiseTransport.js"
 import type { SessionPeer } from "./NoiseTransport.js"
 import { SecureSession } from "./SecureSession.js"
 import type { Opening, UpgradeError } from "./SecureSession.js"
 import { NetworkConfig } from "./Settings.js"
-
-export { NoiseCipher, MAX_MESSAGE } from "./NoiseTransport.js"
-export type { SecureByteStream, SessionPeer } from "./NoiseTransport.js"
 
 /** What the Ed25519 key signs: a domain label then the Noise static public key. */
 const BINDING_LABEL = Buffer.from("effect-p2pnet noise static key v1:")
@@ -74,22 +72,11 @@ const u16 = (n: number) => {
 
 /** Reads one u16-length-prefixed handshake message; bytes after it are handed back to the stream. */
 const readMessage = (stream: ByteStream) =>
-  Effect.async<Buffer, ConnectionLost>((resume) => {
-    let buf = Buffer.alloc(0)
-    stream.receive({
-      onData: (chunk) => {
-        buf = buf.length === 0 ? Buffer.from(chunk) : Buffer.concat([buf, chunk])
-        if (buf.length < 2) return
-        const len = buf.readUInt16BE(0)
-        if (buf.length < 2 + len) return
-        stream.receive(undefined, buf.subarray(2 + len))
-        resume(Effect.succeed(buf.subarray(2, 2 + len)))
-      },
-      onEnd: (reason) =>
-        resume(Effect.fail(new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` })))
-    })
-    return Effect.sync(() => stream.receive(undefined))
-  })
+  readPrefix(
+    stream,
+    (got) => (got.length < 2 ? undefined : 2 + got.readUInt16BE(0)),
+    (bytes) => bytes.subarray(2)
+  ).pipe(Effect.mapError((reason) => new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` })))
 
 const networkProof = (settings: NetworkSettings, role: "initiator" | "responder", hash: Uint8Array) =>
   settings.networkKey === ""
@@ -143,7 +130,7 @@ const decodePayload = (b: Buffer): Payload | undefined => {
  * (the same identity key, static key and signature always verify the same way), so repeated connections between the
  * same nodes skip the Ed25519 verification.
  */
-const makeNoise = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions) => {
+export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions = {}) => {
   const staticKeys = options.staticKeys ?? generateStaticKeys()
   const binding = keys.sign(Buffer.concat([BINDING_LABEL, staticKeys.publicKey]))
   const verified = new Map<string, NodeId>()
@@ -258,10 +245,6 @@ const makeNoise = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOpti
   })
 }
 
-/** A Noise session bound to `keys` with the given settings (tests and custom assemblies). */
-export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions = {}) =>
-  makeNoise(keys, settings, options)
-
 /**
  * The Noise session for this node's identity and settings, whatever NetworkSettings.session says.
  *
@@ -273,7 +256,7 @@ export const noiseSessionLayer = (
 ): Layer.Layer<SecureSession, never, NetworkConfig | NodeIdentity> =>
   Layer.effect(
     SecureSession,
-    Effect.map(Effect.all([NodeIdentity, NetworkConfig]), ([keys, settings]) => makeNoise(keys, settings, options))
+    Effect.map(Effect.all([NodeIdentity, NetworkConfig]), ([keys, settings]) => noiseSession(keys, settings, options))
   )
 
 /** The default session: Noise, or clear text when NetworkSettings.session is "plain". */

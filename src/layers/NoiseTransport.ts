@@ -183,7 +183,7 @@ export const secureTransport = (
     if (ended !== undefined) return
     ended = reason
     stream.receive(undefined)
-    Effect.runFork(stream.destroy)
+    Effect.runSync(stream.destroy)
     receiver?.onEnd(reason)
   }
   const deliver = (plain: Uint8Array) => {

@@ -73,14 +73,8 @@ export type LegacyPeersResult = typeof LegacyPeersResult.Type
 export const LegacySignatureKind = Schema.Literal("none", "rawHash", "pgpClearSigned", "other")
 export type LegacySignatureKind = typeof LegacySignatureKind.Type
 
-/** One `Task_N` entry of a heartbeat answer. */
-export const LegacyHeartbeatTask = Schema.Struct({
-  /** The TaskData key it came under (`Task_0`, `Task_1`, ...). */
-  key: Schema.String,
-  /** The task's JSON exactly as given (including its `Signature`). */
-  json: Schema.String,
-  taskType: Schema.Int,
-  taskData: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.String })),
+/** A task's hash and what its signature says about it: the same fields on each task and on the heartbeat answer. */
+const signatureCheck = {
   /** base64 MD5 of the task without `Signature`, re-encoded with the legacy JSON rules (§8.6). */
   hash: Schema.String,
   signature: Schema.optional(Schema.String),
@@ -90,6 +84,17 @@ export const LegacyHeartbeatTask = Schema.Struct({
    * This is a consistency check only: the PGP signature itself is not verified.
    */
   signatureMatchesHash: Schema.Boolean
+}
+
+/** One `Task_N` entry of a heartbeat answer. */
+export const LegacyHeartbeatTask = Schema.Struct({
+  /** The TaskData key it came under (`Task_0`, `Task_1`, ...). */
+  key: Schema.String,
+  /** The task's JSON exactly as given (including its `Signature`). */
+  json: Schema.String,
+  taskType: Schema.Int,
+  taskData: Schema.NullOr(Schema.Record({ key: Schema.String, value: Schema.String })),
+  ...signatureCheck
 }).annotations({ identifier: "LegacyHeartbeatTask" })
 export type LegacyHeartbeatTask = typeof LegacyHeartbeatTask.Type
 
@@ -101,10 +106,7 @@ export const LegacyHeartbeatResult = Schema.Struct({
   /** TaskData values that were not a readable NetworkTask (other than `Signature`), by key, with the reason. */
   unreadable: Schema.Array(Schema.Struct({ key: Schema.String, reason: Schema.String })),
   /** The response task's own hash (without its `Signature`) and signature, as for each task. */
-  hash: Schema.String,
-  signature: Schema.optional(Schema.String),
-  signatureKind: LegacySignatureKind,
-  signatureMatchesHash: Schema.Boolean
+  ...signatureCheck
 }).annotations({ identifier: "LegacyHeartbeatResult" })
 export type LegacyHeartbeatResult = typeof LegacyHeartbeatResult.Type
 
