@@ -5,11 +5,10 @@
  * at that load. Part of `npm run bench` (BENCH_ONLY=bootstrap); also runnable alone: `tsx bench/bootstrap.ts`.
  */
 import { FetchHttpClient, HttpApiClient } from "@effect/platform"
-import { Cause, Console, Data, Deferred, Effect, Encoding, Exit, Layer } from "effect"
+import { Cause, Console, Data, Effect, Encoding, Layer } from "effect"
 import type { Scope } from "effect"
 import { BootstrapConfig, serverLayer, serverUrl } from "../src/layers/BootstrapServer.js"
 import { BootstrapStore } from "../src/layers/BootstrapStore.js"
-import * as child from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -19,6 +18,7 @@ import type { NodeKeys } from "../src/layers/NodeIdentity.js"
 import type { HeartbeatRequest, RegisterRequest } from "../src/schema/bootstrap.js"
 import { BootstrapApi, heartbeatBytes, registrationBytes } from "../src/schema/bootstrap.js"
 import type { Port } from "../src/schema/ids.js"
+import { spawnBootstrapProgram } from "../test/support/bootstrap-program.js"
 
 export class BootstrapBenchFailed extends Data.TaggedError("BootstrapBenchFailed")<{ readonly detail: string }> {}
 
@@ -34,8 +34,6 @@ export interface LoadResult {
   readonly p50Millis: number
   readonly p99Millis: number
 }
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
 
 const registration = (keys: NodeKeys, sentAt: number): RegisterRequest => {
   const unsigned = {
@@ -54,51 +52,28 @@ const heartbeat = (keys: NodeKeys, sentAt: number): HeartbeatRequest => ({
   signature: Encoding.encodeBase64(keys.sign(heartbeatBytes({ id: keys.id, sentAt })))
 })
 
-/** The bootstrap program in a child process for the life of the scope; its URL. */
+/** A fresh data directory, removed when the scope closes. */
+const dataDirectory = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "p2p-bootstrap-bench-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+/** The bootstrap program in a child process for the life of the scope (SIGTERM at the end); its URL. */
 const spawnServer = Effect.gen(function* () {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "p2p-bootstrap-bench-"))
-  const ready = yield* Deferred.make<string, BootstrapBenchFailed>()
-  yield* Effect.acquireRelease(
-    Effect.sync(() => {
-      const p = child.spawn(
-        process.execPath,
-        ["--import", "tsx", path.join(root, "src/programs/bootstrap.ts"), "--port", "0", "--host", "127.0.0.1"],
-        {
-          cwd: root,
-          env: {
-            ...process.env,
-            BOOTSTRAP_DATA_DIR: dataDir,
-            BOOTSTRAP_RATE_LIMIT_PER_MINUTE: "0",
-            BOOTSTRAP_ADMIN_TOKEN: "bench"
-          },
-          stdio: ["ignore", "pipe", "pipe"]
-        }
-      )
-      let out = ""
-      let err = ""
-      p.stdout.on("data", (chunk) => {
-        out += String(chunk)
-        const url = /listening on (http:\/\/\S+)/.exec(out)?.[1]
-        if (url !== undefined) Deferred.unsafeDone(ready, Exit.succeed(url))
-      })
-      p.stderr.on("data", (chunk) => (err += String(chunk)))
-      p.on("exit", (code) =>
-        Deferred.unsafeDone(ready, Exit.fail(new BootstrapBenchFailed({ detail: `server exited ${code}: ${err}` })))
-      )
-      return p
-    }),
-    (p) =>
-      Effect.sync(() => {
-        p.kill("SIGTERM")
-        fs.rmSync(dataDir, { recursive: true, force: true })
-      })
+  const dataDir = yield* dataDirectory
+  const { url } = yield* spawnBootstrapProgram(
+    ["--port", "0", "--host", "127.0.0.1"],
+    { BOOTSTRAP_DATA_DIR: dataDir, BOOTSTRAP_RATE_LIMIT_PER_MINUTE: "0", BOOTSTRAP_ADMIN_TOKEN: "bench" },
+    "SIGTERM"
+  ).pipe(
+    Effect.mapError(
+      (e) =>
+        new BootstrapBenchFailed({
+          detail: e._tag === "TimeoutException" ? "server did not start" : `server ${e.message}`
+        })
+    )
   )
-  return yield* Deferred.await(ready).pipe(
-    Effect.timeoutFail({
-      duration: "60 seconds",
-      onTimeout: () => new BootstrapBenchFailed({ detail: "server did not start" })
-    })
-  )
+  return url
 })
 
 const percentile = (sorted: ReadonlyArray<number>, p: number) =>
@@ -130,7 +105,7 @@ const load = <A>(requests: ReadonlyArray<A>, send: (a: A) => Effect.Effect<unkno
 
 /** The same server in this process with the in-memory store: no SQLite, but the client shares its thread. */
 const inProcessMemoryServer = Effect.gen(function* () {
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "p2p-bootstrap-bench-"))
+  const dataDir = yield* dataDirectory
   const config = BootstrapConfig.layer({ host: "127.0.0.1", port: 0, dataDir, rateLimitPerMinute: 0 })
   const context = yield* Layer.build(serverLayer.pipe(Layer.provide(Layer.merge(config, BootstrapStore.layerMemory))))
   return yield* Effect.provide(serverUrl, context)

@@ -12,14 +12,12 @@ import {
   Effect,
   Either,
   Encoding,
-  Exit,
   Fiber,
   Layer,
   Option,
   Redacted,
   TestClock
 } from "effect"
-import * as child from "node:child_process"
 import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -33,6 +31,7 @@ import { generateKeys, keysFromPrivateKey } from "../src/layers/NodeIdentity.js"
 import type { HeartbeatRequest, RateLimited, RegisterRequest, SignedTask, TaskWire } from "../src/schema/bootstrap.js"
 import { BootstrapApi, heartbeatBytes, registrationBytes, taskBytes } from "../src/schema/bootstrap.js"
 import type { Port } from "../src/schema/ids.js"
+import { spawnBootstrapProgram } from "./support/bootstrap-program.js"
 
 const TOKEN = "test-admin-token-0123456789"
 const b64 = (bytes: Uint8Array) => Encoding.encodeBase64(bytes)
@@ -493,31 +492,11 @@ describe("bootstrap server: bad input", () => {
 /** `npm run bootstrap` as a child process; resolves with its printed URL; SIGKILLed when the scope closes. */
 const spawnBootstrap = (dataDir: string) =>
   Effect.gen(function* () {
-    const ready = yield* Deferred.make<string, Error>()
-    const proc = yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const p = child.spawn(
-          process.execPath,
-          ["--import", "tsx", "src/programs/bootstrap.ts", "--port", "0", "--data-dir", dataDir, "--mode", "authority"],
-          {
-            env: { ...process.env, BOOTSTRAP_ADMIN_TOKEN: TOKEN, BOOTSTRAP_RATE_LIMIT_PER_MINUTE: "0" },
-            stdio: ["ignore", "pipe", "pipe"]
-          }
-        )
-        let out = ""
-        let err = ""
-        p.stdout.on("data", (chunk) => {
-          out += String(chunk)
-          const url = /listening on (http:\/\/\S+)/.exec(out)?.[1]
-          if (url !== undefined) Deferred.unsafeDone(ready, Exit.succeed(url))
-        })
-        p.stderr.on("data", (chunk) => (err += String(chunk)))
-        p.on("exit", (code) => Deferred.unsafeDone(ready, Exit.fail(new Error(`exited ${code}: ${err}`))))
-        return p
-      }),
-      (p) => Effect.sync(() => p.kill("SIGKILL"))
-    )
-    const url = yield* Deferred.await(ready).pipe(Effect.timeout("60 seconds"), Effect.orDie)
+    const { process: proc, url } = yield* spawnBootstrapProgram(
+      ["--port", "0", "--data-dir", dataDir, "--mode", "authority"],
+      { BOOTSTRAP_ADMIN_TOKEN: TOKEN, BOOTSTRAP_RATE_LIMIT_PER_MINUTE: "0" },
+      "SIGKILL"
+    ).pipe(Effect.orDie)
     const exited = Effect.async<void>((resume) => {
       if (proc.exitCode !== null || proc.signalCode !== null) return resume(Effect.void)
       proc.once("exit", () => resume(Effect.void))

@@ -4,12 +4,10 @@
  * database (`<data dir>/bootstrap.db`) and, in authority mode, its key pair on first start, then prints one line with
  * its URL. Flags override BOOTSTRAP_* variables (README.md, "Bootstrap server"); SIGINT/SIGTERM close it cleanly.
  */
-import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Cause, ConfigProvider, Console, Context, Effect, FiberRef, Layer, Option, Redacted } from "effect"
+import { Command, Options } from "@effect/cli"
+import { Console, Context, Effect, Layer, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { BootstrapAuthority } from "../layers/BootstrapAuthority.js"
 import {
   AdminToken,
@@ -21,6 +19,7 @@ import {
 import { BootstrapStore } from "../layers/BootstrapStore.js"
 import { loggingLayerConfig } from "../layers/Logging.js"
 import { KeyFileError } from "../schema/errors.js"
+import { configProvider, logLevelFlag, main, nonNegative, portFlag, variables } from "./flags.js"
 
 /** Runs the server configured by BOOTSTRAP_* settings until interrupted. */
 export const program = Effect.gen(function* () {
@@ -57,9 +56,6 @@ export const program = Effect.gen(function* () {
 // Command line: each flag overrides its BOOTSTRAP_* variable
 // ---------------------------------------------------------------------------------------------------------------------
 
-const invalid = (message: string) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message)))
-const nonNegative = (n: number) => (n >= 0 ? Effect.succeed(n) : invalid("expected 0 or more"))
-
 const flags = {
   mode: Options.choice("mode", ["trustless", "authority"]).pipe(
     Options.withDescription(
@@ -76,12 +72,7 @@ const flags = {
     Options.withDescription("Address to listen on (BOOTSTRAP_HOST, default 0.0.0.0)."),
     Options.optional
   ),
-  port: Options.integer("port").pipe(
-    Options.withAlias("p"),
-    Options.withDescription("HTTP port; 0 picks a free one (BOOTSTRAP_PORT, default 8080)."),
-    Options.mapEffect((n) => (n >= 0 && n <= 65535 ? Effect.succeed(n) : invalid("expected a port from 0 to 65535"))),
-    Options.optional
-  ),
+  port: portFlag("HTTP port; 0 picks a free one (BOOTSTRAP_PORT, default 8080)."),
   dataDir: Options.text("data-dir").pipe(
     Options.withDescription(
       "Directory of the database and keys, created (BOOTSTRAP_DATA_DIR, default ./bootstrap-data)."
@@ -136,58 +127,30 @@ const flags = {
 
 type Flags = Command.Command.ParseConfig<typeof flags>
 
-const flagVariables = (f: Flags) => {
-  const vars = new Map<string, string>()
-  const set = <A>(name: string, value: Option.Option<A>) => Option.map(value, (v) => vars.set(name, String(v)))
-  set("BOOTSTRAP_MODE", f.mode)
-  set("BOOTSTRAP_NETWORK", f.network)
-  set("BOOTSTRAP_HOST", f.host)
-  set("BOOTSTRAP_PORT", f.port)
-  set("BOOTSTRAP_DATA_DIR", f.dataDir)
-  set("BOOTSTRAP_PRIVATE_KEY_FILE", f.privateKeyFile)
-  set("BOOTSTRAP_PUBLIC_KEY_FILE", f.publicKeyFile)
-  set("BOOTSTRAP_ADMIN_TOKEN", f.adminToken)
-  set("BOOTSTRAP_PEER_LIST_SIZE", f.peerListSize)
-  set("BOOTSTRAP_IDLE_EXPIRY_SECONDS", f.idleExpiry)
-  set("BOOTSTRAP_TRUSTED_PROXIES", f.trustedProxies)
-  set("BOOTSTRAP_RATE_LIMIT_PER_MINUTE", f.rateLimit)
-  if (f.legacy) vars.set("BOOTSTRAP_LEGACY", "true")
-  return vars
-}
-
-/** Library logs default to Warning here (P2P_LOG_LEVEL or --log-level show more). */
-const programDefaults = new Map([["P2P_LOG_LEVEL", "Warning"]])
+const flagVariables = (f: Flags, logLevel: Option.Option<string>) =>
+  variables({
+    BOOTSTRAP_MODE: f.mode,
+    BOOTSTRAP_NETWORK: f.network,
+    BOOTSTRAP_HOST: f.host,
+    BOOTSTRAP_PORT: f.port,
+    BOOTSTRAP_DATA_DIR: f.dataDir,
+    BOOTSTRAP_PRIVATE_KEY_FILE: f.privateKeyFile,
+    BOOTSTRAP_PUBLIC_KEY_FILE: f.publicKeyFile,
+    BOOTSTRAP_ADMIN_TOKEN: f.adminToken,
+    BOOTSTRAP_PEER_LIST_SIZE: f.peerListSize,
+    BOOTSTRAP_IDLE_EXPIRY_SECONDS: f.idleExpiry,
+    BOOTSTRAP_TRUSTED_PROXIES: f.trustedProxies,
+    BOOTSTRAP_RATE_LIMIT_PER_MINUTE: f.rateLimit,
+    BOOTSTRAP_LEGACY: f.legacy ? Option.some(true) : Option.none(),
+    P2P_LOG_LEVEL: logLevel
+  })
 
 /** `bootstrap`: also a subcommand of the node program's CLI. */
 export const bootstrapCommand = Command.make("bootstrap", flags, (f) =>
   Effect.gen(function* () {
-    const vars = flagVariables(f)
-    // @effect/cli's built-in --log-level sets the fiber's minimum level; it also overrides P2P_LOG_LEVEL
-    if (process.argv.some((a) => a === "--log-level" || a.startsWith("--log-level="))) {
-      vars.set("P2P_LOG_LEVEL", (yield* FiberRef.get(FiberRef.currentMinimumLogLevel))._tag)
-    }
-    return yield* Effect.scoped(program).pipe(
-      Effect.provide(loggingLayerConfig),
-      Effect.withConfigProvider(
-        ConfigProvider.fromMap(vars).pipe(
-          ConfigProvider.orElse(() => ConfigProvider.fromEnv()),
-          ConfigProvider.orElse(() => ConfigProvider.fromMap(programDefaults))
-        )
-      )
-    )
+    const provider = configProvider(flagVariables(f, yield* logLevelFlag))
+    return yield* Effect.scoped(program).pipe(Effect.provide(loggingLayerConfig), Effect.withConfigProvider(provider))
   })
 ).pipe(Command.withDescription("Run a bootstrap server; every flag overrides its BOOTSTRAP_* variable."))
 
-const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)
-
-if (isMain) {
-  Command.run(bootstrapCommand, { name: "p2pnet-bootstrap", version: "0.1.0" })(process.argv).pipe(
-    Effect.tapErrorCause((cause) =>
-      Cause.isInterruptedOnly(cause) || Option.exists(Cause.failureOption(cause), ValidationError.isValidationError)
-        ? Effect.void
-        : Effect.logError(cause)
-    ),
-    Effect.provide(NodeContext.layer),
-    NodeRuntime.runMain({ disableErrorReporting: true })
-  )
-}
+main(import.meta.url, bootstrapCommand, { name: "p2pnet-bootstrap", version: "0.1.0" })

@@ -5,23 +5,8 @@
  * them. Ctrl-C (SIGINT) or SIGTERM closes the node's scope: channels say Disconnect, sockets and fibers close.
  * The test bed's node (test/support/bed-node.ts) runs the same node through `nodeLayer` and `startNode`.
  */
-import { Command, HelpDoc, Options, ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import {
-  Cause,
-  Config,
-  ConfigProvider,
-  Console,
-  DateTime,
-  Effect,
-  FiberRef,
-  Layer,
-  Option,
-  Schema,
-  Stream
-} from "effect"
-import * as path from "node:path"
-import { fileURLToPath } from "node:url"
+import { Command, Options } from "@effect/cli"
+import { Config, Console, DateTime, Effect, Layer, Option, Schema, Stream } from "effect"
 import type { CloseReason } from "../schema/errors.js"
 import { Category, loggingLayerConfig } from "../layers/Logging.js"
 import { networkLayerConfig } from "../layers/Network.js"
@@ -37,6 +22,7 @@ import { compatSettingsFromEnv } from "../layers/Compat.js"
 import { compatLayerFrom } from "../layers/Compatibility.js"
 import { CompatSettings } from "../schema/compat.js"
 import { LegacyBootstrapClient } from "../layers/LegacyBootstrapClient.js"
+import { configProvider, invalid, logLevelFlag, main, onOff, portFlag, variables } from "./flags.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // The node's layers
@@ -296,20 +282,9 @@ export const program = Effect.gen(function* () {
 // Command line: each flag overrides its P2P_* variable (flags > environment > defaults)
 // ---------------------------------------------------------------------------------------------------------------------
 
-const invalid = (message: string) => Effect.fail(ValidationError.invalidValue(HelpDoc.p(message)))
-
-/** `--name` / `--no-name`: Some(true), Some(false) or None when neither is given (the variable decides). */
+/** `--name` / `--no-name` for a setting that is on by default. */
 const toggle = (name: string, what: string, variable: string) =>
-  Options.all([
-    Options.boolean(name).pipe(Options.withDescription(`Turn ${what} on (${variable}, default on).`)),
-    Options.boolean(`no-${name}`).pipe(Options.withDescription(`Turn ${what} off (${variable}=false).`))
-  ]).pipe(
-    Options.mapEffect(([on, off]) =>
-      on && off
-        ? invalid(`--${name} and --no-${name} contradict each other`)
-        : Effect.succeed(on ? Option.some(true) : off ? Option.some(false) : Option.none())
-    )
-  )
+  onOff(name, `Turn ${what} on (${variable}, default on).`, `Turn ${what} off (${variable}=false).`)
 
 const portList = (text: string) => {
   const ports = text.split(",").map((p) => p.trim())
@@ -319,12 +294,7 @@ const portList = (text: string) => {
 }
 
 export const flags = {
-  port: Options.integer("port").pipe(
-    Options.withAlias("p"),
-    Options.withDescription("TCP listening port; 0 picks a free one (P2P_PORT, default 0)."),
-    Options.mapEffect((n) => (n >= 0 && n <= 65535 ? Effect.succeed(n) : invalid("expected a port from 0 to 65535"))),
-    Options.optional
-  ),
+  port: portFlag("TCP listening port; 0 picks a free one (P2P_PORT, default 0)."),
   host: Options.text("host").pipe(
     Options.withDescription("Address the listener binds (P2P_HOST, default 0.0.0.0)."),
     Options.optional
@@ -356,20 +326,11 @@ export const flags = {
   discovery: toggle("discovery", "LAN discovery", "P2P_DISCOVERY"),
   broadcast: toggle("broadcast", "discovery by broadcast", "P2P_BROADCAST"),
   multicast: toggle("multicast", "discovery by multicast", "P2P_MULTICAST"),
-  compat: Options.all([
-    Options.boolean("compat").pipe(
-      Options.withDescription(
-        "Compatibility profile: also talk to unmodified P2PNet (.NET) peers on their own wire, with their " +
-          "unauthenticated ping trust (P2P_COMPAT, default off; P2P_COMPAT_* settings in README)."
-      )
-    ),
-    Options.boolean("no-compat").pipe(Options.withDescription("No compatibility profile (P2P_COMPAT=false)."))
-  ]).pipe(
-    Options.mapEffect(([on, off]) =>
-      on && off
-        ? invalid("--compat and --no-compat contradict each other")
-        : Effect.succeed(on ? Option.some(true) : off ? Option.some(false) : Option.none())
-    )
+  compat: onOff(
+    "compat",
+    "Compatibility profile: also talk to unmodified P2PNet (.NET) peers on their own wire, with their " +
+      "unauthenticated ping trust (P2P_COMPAT, default off; P2P_COMPAT_* settings in README).",
+    "No compatibility profile (P2P_COMPAT=false)."
   ),
   legacyPeers: Options.text("legacy-peer").pipe(
     Options.withDescription(
@@ -400,47 +361,28 @@ export const flags = {
 type Flags = Command.Command.ParseConfig<typeof flags>
 
 /** The variables the given flags override (absent flags leave their variable, or its default, in force). */
-export const flagVariables = (f: Flags, logLevel: Option.Option<string>): Map<string, string> => {
-  const vars = new Map<string, string>()
-  const set = <A>(name: string, value: Option.Option<A>, show: (a: A) => string = String) =>
-    Option.map(value, (v) => vars.set(name, show(v)))
-  set("P2P_PORT", f.port)
-  set("P2P_HOST", f.host)
-  set("P2P_NETWORK", f.network)
-  if (f.peers.length > 0) vars.set("P2P_PEERS", f.peers.join(","))
-  if (f.bootstrap.length > 0) vars.set("P2P_BOOTSTRAP", f.bootstrap.join(","))
-  set("P2P_KEY_FILE", f.keyFile)
-  set("P2P_DESIGNATED_PORTS", f.designatedPorts, (ports) => ports.join(","))
-  set("P2P_DISCOVERY", f.discovery)
-  set("P2P_BROADCAST", f.broadcast)
-  set("P2P_MULTICAST", f.multicast)
-  set("P2P_LOG_FORMAT", f.logFormat)
-  set("P2P_COMPAT", f.compat)
-  if (f.legacyPeers.length > 0) vars.set("P2P_COMPAT_PEERS", f.legacyPeers.join(","))
-  if (f.legacyBootstrap.length > 0) vars.set("P2P_COMPAT_BOOTSTRAP", f.legacyBootstrap.join(","))
-  set("P2P_SESSION", f.session)
-  set("P2P_LOG_LEVEL", logLevel)
-  return vars
-}
+export const flagVariables = (f: Flags, logLevel: Option.Option<string>): Map<string, string> =>
+  variables({
+    P2P_PORT: f.port,
+    P2P_HOST: f.host,
+    P2P_NETWORK: f.network,
+    P2P_PEERS: f.peers,
+    P2P_BOOTSTRAP: f.bootstrap,
+    P2P_KEY_FILE: f.keyFile,
+    P2P_DESIGNATED_PORTS: f.designatedPorts,
+    P2P_DISCOVERY: f.discovery,
+    P2P_BROADCAST: f.broadcast,
+    P2P_MULTICAST: f.multicast,
+    P2P_LOG_FORMAT: f.logFormat,
+    P2P_COMPAT: f.compat,
+    P2P_COMPAT_PEERS: f.legacyPeers,
+    P2P_COMPAT_BOOTSTRAP: f.legacyBootstrap,
+    P2P_SESSION: f.session,
+    P2P_LOG_LEVEL: logLevel
+  })
 
-/**
- * The program prints events itself, so the library's own logs default to Warning here (the library default is Info):
- * `--log-level info` or P2P_LOG_LEVEL=Info shows them.
- */
-const programDefaults = new Map([["P2P_LOG_LEVEL", "Warning"]])
-
-/** Flags, then the environment, then the program's defaults. */
-export const configProvider = (vars: Map<string, string>) =>
-  ConfigProvider.fromMap(vars).pipe(
-    ConfigProvider.orElse(() => ConfigProvider.fromEnv()),
-    ConfigProvider.orElse(() => ConfigProvider.fromMap(programDefaults))
-  )
-
-/** @effect/cli's built-in `--log-level` sets the minimum log level around the handler; it also overrides P2P_LOG_LEVEL. */
-const logLevelFlag = Effect.gen(function* () {
-  const given = process.argv.some((a) => a === "--log-level" || a.startsWith("--log-level="))
-  return given ? Option.some((yield* FiberRef.get(FiberRef.currentMinimumLogLevel))._tag) : Option.none<string>()
-})
+/** Flags, then the environment, then the program's defaults (shared with the bootstrap program). */
+export { configProvider }
 
 export const command = Command.make("p2pnet-node", flags, (f) =>
   Effect.gen(function* () {
@@ -457,19 +399,4 @@ export const command = Command.make("p2pnet-node", flags, (f) =>
   Command.withSubcommands([bootstrapCommand])
 )
 
-const cli = Command.run(command, { name: "p2pnet-node", version: "0.1.0" })
-
-const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)
-/** Command-line mistakes are already explained by the CLI; other failures are logged. */
-const reportFailure = (cause: Cause.Cause<unknown>) =>
-  Cause.isInterruptedOnly(cause) || Option.exists(Cause.failureOption(cause), ValidationError.isValidationError)
-    ? Effect.void
-    : Effect.logError(cause)
-
-if (isMain) {
-  cli(process.argv).pipe(
-    Effect.tapErrorCause(reportFailure),
-    Effect.provide(NodeContext.layer),
-    NodeRuntime.runMain({ disableErrorReporting: true })
-  )
-}
+main(import.meta.url, command, { name: "p2pnet-node", version: "0.1.0" })
