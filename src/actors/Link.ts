@@ -82,8 +82,11 @@ const readPreamble = (stream: ByteStream) =>
     )
   )
 
-/** Reads the remote's preamble and checks its version and session; a mismatch is answered with a Reject. */
-const checkPreamble = (stream: ByteStream, session: SessionName) =>
+/**
+ * Reads the remote's preamble and checks its version and session; a mismatch is answered with a Reject, after this
+ * node's own preamble when it has not been sent yet.
+ */
+const checkPreamble = (stream: ByteStream, session: SessionName, own: Uint8Array) => (preambleSent: boolean) =>
   Effect.gen(function* () {
     const remote = yield* readPreamble(stream)
     if (remote.version !== PROTOCOL_VERSION) {
@@ -93,11 +96,11 @@ const checkPreamble = (stream: ByteStream, session: SessionName) =>
     }
     if (remote.session !== session) return yield* new SessionMismatch({ local: session, remote: remote.session })
   }).pipe(
-    Effect.tapError((e) =>
-      e._tag === "ConnectionLost"
-        ? Effect.void
-        : stream.write([encodeFrame(Reject.make({ reason: e._tag === "ProtocolMismatch" ? e.reason : e.message }))])
-    )
+    Effect.tapError((e) => {
+      if (e._tag === "ConnectionLost") return Effect.void
+      const reject = encodeFrame(Reject.make({ reason: e._tag === "ProtocolMismatch" ? e.reason : e.message }))
+      return stream.write(preambleSent ? [reject] : [own, reject])
+    })
   )
 
 export interface EstablishOptions {
@@ -108,6 +111,8 @@ export interface EstablishOptions {
   readonly counters: ChannelCounters
   /** Initiator: the node this address was dialled for, when known (an authenticating session refuses others). */
   readonly expectedPeer?: NodeId
+  /** True when the caller bounds `establish` in time; passed on to the session (Opening.timedByCaller). */
+  readonly timedByCaller?: boolean
 }
 
 /**
@@ -117,9 +122,11 @@ export interface EstablishOptions {
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function* () {
+    const own = preamble(PROTOCOL_VERSION, opts.secure.name)
     const secured = yield* opts.secure.upgrade(stream, role, {
-      preamble: preamble(PROTOCOL_VERSION, opts.secure.name),
-      remotePreamble: checkPreamble(stream, opts.secure.name),
+      preamble: own,
+      remotePreamble: checkPreamble(stream, opts.secure.name, own),
+      timedByCaller: opts.timedByCaller === true,
       ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
     })
     const inbox = yield* Queue.unbounded<InboxItem>()

@@ -9,6 +9,7 @@ import {
   DateTime,
   Deferred,
   Effect,
+  Either,
   Exit,
   Fiber,
   Option,
@@ -427,30 +428,44 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         }
       })
 
+    /**
+     * Decides trust on a link: at once when the trust phase returns an Exit (a phase that needs no message, such as
+     * the default one over Noise: no fiber, no timer); otherwise raced against the link's end, within the handshake
+     * timeout.
+     */
+    const decideTrust = (
+      current: Link,
+      handshake: Queue.Queue<HandshakeMessage | LinkEnd>,
+      proc: Fiber.Fiber<CloseReason>
+    ): Effect.Effect<
+      Either.Either<boolean, CloseReason> | { readonly _tag: "Ended"; readonly reason: CloseReason }
+    > => {
+      const phase = deps.trustPhase(current, info.direction === "outbound", handshake)
+      if (Exit.isExit(phase) && Exit.isSuccess(phase)) return Effect.succeed(Either.right(phase.value as boolean))
+      return Effect.raceFirst(
+        phase.pipe(
+          Effect.timeoutFail({
+            duration: deps.handshakeTimeoutMillis,
+            onTimeout: () => new HandshakeTimeout({ millis: deps.handshakeTimeoutMillis })
+          }),
+          Effect.either
+        ),
+        Fiber.join(proc).pipe(Effect.map((reason) => ({ _tag: "Ended" as const, reason })))
+      )
+    }
+
     /** Runs one link until it ends; returns why, and whether it got past the trust phase. */
     const runLink = (current: Link) =>
-      Effect.scoped(
-        Effect.gen(function* () {
-          link = current
-          yield* Effect.addFinalizer(() =>
-            Effect.sync(() => {
-              link = undefined
-            }).pipe(Effect.zipRight(current.stream.destroy))
-          )
-          const handshake = yield* Queue.unbounded<HandshakeMessage | LinkEnd>()
-          const phase = { decided: false }
-          const proc = yield* Effect.forkScoped(processor(current, handshake, phase))
+      Effect.gen(function* () {
+        link = current
+        const handshake = yield* Queue.unbounded<HandshakeMessage | LinkEnd>()
+        const phase = { decided: false }
+        // the link's fibers are interrupted when it ends, however it ends (see the ensuring below)
+        const proc = yield* Effect.fork(processor(current, handshake, phase))
+        let writing: Fiber.RuntimeFiber<void> | undefined
+        return yield* Effect.gen(function* () {
           if (closeRequested !== undefined) current.end(closeRequested)
-          const outcome = yield* Effect.raceFirst(
-            deps.trustPhase(current, info.direction === "outbound", handshake).pipe(
-              Effect.timeoutFail({
-                duration: deps.handshakeTimeoutMillis,
-                onTimeout: () => new HandshakeTimeout({ millis: deps.handshakeTimeoutMillis })
-              }),
-              Effect.either
-            ),
-            Fiber.join(proc).pipe(Effect.map((reason) => ({ _tag: "Ended" as const, reason })))
-          )
+          const outcome = yield* decideTrust(current, handshake, proc)
           if (outcome._tag === "Ended") return { reason: outcome.reason, opened: false }
           if (outcome._tag === "Left") {
             // when the connection itself failed first, that is the reason, and there is no one to tell
@@ -483,10 +498,20 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           // the processor switches to gating when it reaches this marker, after everything that arrived before it
           current.inbox.unsafeOffer(TRUST_DECIDED)
           yield* Deferred.succeed(opened, channel)
-          yield* Effect.forkScoped(writer(current))
+          writing = yield* Effect.fork(writer(current))
           return { reason: yield* Fiber.join(proc), opened: true }
-        })
-      )
+        }).pipe(
+          Effect.ensuring(
+            Effect.suspend(() => {
+              link = undefined
+              return Effect.zipRight(
+                Fiber.interruptAll(writing === undefined ? [proc] : [proc, writing]),
+                current.stream.destroy
+              )
+            })
+          )
+        )
+      })
 
     const finish = (reason: CloseReason) =>
       Effect.gen(function* () {

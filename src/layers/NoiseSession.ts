@@ -11,7 +11,7 @@
  * Round trips: the initiator sends its preamble and message 1 together, the responder its preamble and message 2,
  * and the initiator message 3 with its first frame (the Hello), so a channel opens in two round trips.
  */
-import { Effect, Layer } from "effect"
+import { Effect, identity, Layer } from "effect"
 import * as crypto from "node:crypto"
 // @ts-expect-error noise-handshake ships no type declarations
 import NoiseState from "noise-handshake"
@@ -56,7 +56,11 @@ const newHandshake = (initiator: boolean, staticKeys: StaticKeyPair): Handshake 
 export const generateStaticKeys = (): StaticKeyPair => curve.generateKeyPair()
 
 export interface NoiseOptions {
-  /** A handshake that has not completed after this long fails with HandshakeFailed (default: the settings'). */
+  /**
+   * A handshake that has not completed after this long fails with HandshakeFailed. Default: the settings'
+   * handshakeTimeoutMillis, applied only when the caller does not bound the opening itself (`Opening.timedByCaller`;
+   * PeerNetwork bounds the whole opening, handshake and Hello, with that same setting).
+   */
   readonly handshakeTimeoutMillis?: number
   /** Transport messages per direction between two rekeys (default 2^20). Both sides must use the same value. */
   readonly rekeyInterval?: number
@@ -181,16 +185,18 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         })
       const message = (m: Buffer) => [u16(m.length), m]
       const recv = readMessage(stream).pipe(Effect.flatMap((m) => step(() => noise.recv(m))))
-      const transportFor = (peer: SessionPeer) =>
+      /** The transport; `lead` is sent in front of its first message (the initiator's message 3 goes with the Hello). */
+      const transportFor = (peer: SessionPeer, lead: ReadonlyArray<Uint8Array>) =>
         secureTransport(
           stream,
           peer,
           new NoiseCipher(noise.tx, rekeyInterval),
-          new NoiseCipher(noise.rx, rekeyInterval)
+          new NoiseCipher(noise.rx, rekeyInterval),
+          lead
         )
       /** Tells the remote why inside the session (it can read it now: the handshake is complete), then fails. */
-      const refuse = (problem: string) =>
-        transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" })
+      const refuse = (problem: string, lead: ReadonlyArray<Uint8Array>) =>
+        transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" }, lead)
           .write([encodeFrame(Reject.make({ reason: problem }))])
           .pipe(
             Effect.ignore,
@@ -204,34 +210,37 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         // the preamble and message 1 leave together; the remote's preamble is checked before reading message 2
         yield* stream.write([opening.preamble, ...message(m1)])
         const h1 = Buffer.from(noise.getHandshakeHash())
-        yield* opening.remotePreamble
+        yield* opening.remotePreamble(true)
         const theirs = check(decodePayload(yield* recv), noise.rs, "responder", h1)
         const m3 = yield* step(() =>
           noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "initiator", h1)))
         )
-        yield* stream.write(message(m3))
-        return "problem" in theirs ? yield* refuse(theirs.problem) : transportFor(theirs.peer)
+        // message 3 is not written on its own: it leads the first transport write (the Hello, or a Reject)
+        return "problem" in theirs ? yield* refuse(theirs.problem, message(m3)) : transportFor(theirs.peer, message(m3))
       }
-      yield* stream.write([opening.preamble])
-      yield* opening.remotePreamble
+      // the responder has nothing to say before message 1: its preamble goes with message 2, in one write
+      yield* opening.remotePreamble(false)
       yield* recv
       const h1 = Buffer.from(noise.getHandshakeHash())
       const m2 = yield* step(() =>
         noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "responder", h1)))
       )
-      yield* stream.write(message(m2))
+      yield* stream.write([opening.preamble, ...message(m2)])
       const theirs = check(decodePayload(yield* recv), noise.rs, "initiator", h1)
-      return "problem" in theirs ? yield* refuse(theirs.problem) : transportFor(theirs.peer)
+      return "problem" in theirs ? yield* refuse(theirs.problem, []) : transportFor(theirs.peer, [])
     })
 
   return SecureSession.of({
     name: "noise",
     upgrade: (stream, role, opening) =>
       handshake(stream, role, opening).pipe(
-        Effect.timeoutFail({
-          duration: timeout,
-          onTimeout: () => new HandshakeFailed({ reason: `noise handshake did not complete in ${timeout} ms` })
-        }),
+        // a timer of its own only when the caller sets none, or one was asked for explicitly
+        opening.timedByCaller === true && options.handshakeTimeoutMillis === undefined
+          ? identity
+          : Effect.timeoutFail({
+              duration: timeout,
+              onTimeout: () => new HandshakeFailed({ reason: `noise handshake did not complete in ${timeout} ms` })
+            }),
         Effect.flatMap((secured): Effect.Effect<ByteStream, UpgradeError | PeerIdentityMismatch> =>
           opening.expectedPeer !== undefined && secured.remoteNodeId !== opening.expectedPeer
             ? Effect.zipRight(

@@ -172,8 +172,11 @@ export const secureTransport = (
   stream: ByteStream,
   peer: SessionPeer,
   tx: NoiseCipher,
-  rx: NoiseCipher
+  rx: NoiseCipher,
+  /** Bytes written in front of the first transport message, in the same write (the initiator's handshake message 3). */
+  lead: ReadonlyArray<Uint8Array> = []
 ): SecureByteStream => {
+  let leading = lead
   let receiver: Receiver | undefined
   const held: Array<Uint8Array> = []
   let ended: ConnectionLost | undefined
@@ -268,7 +271,10 @@ export const secureTransport = (
     const to = Math.min(planned.length, from + ROUND_MESSAGES)
     const messages: Array<Uint8Array> = []
     for (let i = from; i < to; i++) messages.push(tx.seal(planned[i]!.pieces, planned[i]!.size, take))
-    return Effect.flatMap(stream.write(messages), () => {
+    const first = leading
+    leading = []
+    if (first.length === 0 && messages.length === 0) return Effect.void
+    return Effect.flatMap(stream.write(first.length === 0 ? messages : [...first, ...messages]), () => {
       recycle(messages)
       return to < planned.length ? writeRounds(planned, to) : Effect.void
     })

@@ -3,7 +3,7 @@
  * incoming-peer policy (blocked peers, self-connections, queue- or event-based placement, the trust handshake).
  * Everything it opens belongs to the layer's scope.
  */
-import { Context, Deferred, Effect, FiberSet, Layer, Queue, Ref, Schedule, SynchronizedRef } from "effect"
+import { Context, Deferred, Effect, Exit, FiberSet, Layer, Queue, Ref, Schedule } from "effect"
 import type { Scope } from "effect"
 import type * as net from "node:net"
 import type { ByteStream } from "../actors/Connection.js"
@@ -17,6 +17,7 @@ import { makePeerChannel } from "../actors/PeerChannel.js"
 import type {
   ChannelClosed,
   CloseReason,
+  ConnectionLost,
   DialFailed,
   FrameTooLarge,
   ListenFailed,
@@ -44,6 +45,7 @@ import { NetworkEvent, PeerRegistry } from "./PeerRegistry.js"
 import { SecureSession } from "./SecureSession.js"
 import { NetworkConfig } from "./Settings.js"
 import { TrustHandshake } from "./TrustHandshake.js"
+import type { Verdict } from "./TrustHandshake.js"
 
 /** An inbound peer held by queue-based placement until the application decides. */
 export interface PendingPeer {
@@ -146,7 +148,7 @@ const make = Effect.gen(function* () {
   const run = yield* FiberSet.runtime(fibers)<never>()
   const keyCounter = yield* Ref.make(0)
   const pending = yield* Queue.bounded<PendingPeer>(trust.policy.incomingQueueCapacity)
-  const dialing = yield* SynchronizedRef.make(new Map<string, Deferred.Deferred<PeerChannel, DialError>>())
+  const dialing = yield* Ref.make(new Map<string, Deferred.Deferred<PeerChannel, DialError>>())
   const placement = trust.policy.incomingPeerPlacement
 
   const listening = settings.listen
@@ -174,6 +176,7 @@ const make = Effect.gen(function* () {
       secure,
       listenPort,
       counters,
+      timedByCaller: true,
       ...(expectedPeer === undefined ? {} : { expectedPeer })
     }).pipe(
       timeout,
@@ -183,26 +186,39 @@ const make = Effect.gen(function* () {
   const refuse = (link: Link, reason: string) =>
     link.write([encodeFrame(Reject.make({ reason }))]).pipe(Effect.ignore, Effect.zipRight(link.stream.destroy))
 
-  const trustPhase = (link: Link, initiator: boolean, queue: Queue.Queue<HandshakeMessage | LinkEnd>) =>
-    Effect.gen(function* () {
-      if (!trust.policy.runDefaultTrustProtocol) return trust.policy.allowEnhancedPacketExchange
-      const verdict = yield* handshake.run({
-        initiator,
-        local: keys,
-        localHello: link.localHello,
-        remoteHello: link.remoteHello,
-        ...(link.stream.peer === undefined ? {} : { session: link.stream.peer }),
-        settings,
-        send: (m) => link.write([encodeFrame(m)]),
-        receive: Effect.flatMap(Queue.take(queue), (item) =>
-          item instanceof LinkEnd
-            ? Effect.fail(new HandshakeFailed({ reason: `connection ended: ${item.reason.message}` }))
-            : Effect.succeed(item)
-        )
-      })
-      if (verdict._tag === "Rejected") return yield* new HandshakeFailed({ reason: verdict.reason })
-      return verdict._tag === "Trusted"
+  const verdictOf = (verdict: Verdict): Exit.Exit<boolean, HandshakeFailed> =>
+    verdict._tag === "Rejected"
+      ? Exit.fail(new HandshakeFailed({ reason: verdict.reason }))
+      : Exit.succeed(verdict._tag === "Trusted")
+
+  /**
+   * Runs the trust handshake on a new link. A handshake that decides without a message returns an Exit, and so does
+   * this: the channel then skips the race and the timer it needs for a real exchange.
+   */
+  const trustPhase = (
+    link: Link,
+    initiator: boolean,
+    queue: Queue.Queue<HandshakeMessage | LinkEnd>
+  ): Effect.Effect<boolean, HandshakeFailed | ConnectionLost> => {
+    if (!trust.policy.runDefaultTrustProtocol) return Exit.succeed(trust.policy.allowEnhancedPacketExchange)
+    const verdict = handshake.run({
+      initiator,
+      local: keys,
+      localHello: link.localHello,
+      remoteHello: link.remoteHello,
+      ...(link.stream.peer === undefined ? {} : { session: link.stream.peer }),
+      settings,
+      send: (m) => link.write([encodeFrame(m)]),
+      receive: Effect.flatMap(Queue.take(queue), (item) =>
+        item instanceof LinkEnd
+          ? Effect.fail(new HandshakeFailed({ reason: `connection ended: ${item.reason.message}` }))
+          : Effect.succeed(item)
+      )
     })
+    return Exit.isExit(verdict) && Exit.isSuccess(verdict)
+      ? verdictOf(verdict.value as Verdict)
+      : Effect.flatMap(verdict, verdictOf)
+  }
 
   const onState = (channel: PeerChannel, state: ChannelState, reason: CloseReason | undefined) =>
     Effect.gen(function* () {
@@ -373,7 +389,7 @@ const make = Effect.gen(function* () {
       }
       const key = `${address}:${port}`
       const mine = yield* Deferred.make<PeerChannel, DialError>()
-      const inProgress = yield* SynchronizedRef.modify(dialing, (m) => {
+      const inProgress = yield* Ref.modify(dialing, (m) => {
         const d = m.get(key)
         if (d !== undefined) return [d, m] as const
         return [undefined, new Map(m).set(key, mine)] as const
@@ -389,7 +405,7 @@ const make = Effect.gen(function* () {
         Effect.exit,
         Effect.tap((exit) => Deferred.done(mine, exit)),
         Effect.ensuring(
-          SynchronizedRef.update(dialing, (m) => {
+          Ref.update(dialing, (m) => {
             const n = new Map(m)
             n.delete(key)
             return n

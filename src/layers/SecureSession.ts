@@ -4,6 +4,10 @@
  * the framing runs on. The default, `layer`, follows NetworkSettings.session: the Noise session (NoiseSession.ts,
  * encrypted and authenticated, bound to the node key) unless "plain" was chosen explicitly, which returns the stream
  * unchanged. Both sides must choose the same; a mismatch is refused with a reason (SessionMismatch), never downgraded.
+ *
+ * A session may hold back its last handshake bytes until the first write on the stream it returns, so that they
+ * share one socket write (the Noise initiator's message 3 leads its Hello). An initiator with nothing to send can
+ * write an empty list of chunks to flush them.
  */
 import { Context, Effect, Layer } from "effect"
 import type { ByteStream } from "../actors/Connection.js"
@@ -21,10 +25,18 @@ import type { SessionName } from "../schema/wire.js"
 export interface Opening {
   /** This node's preamble (it announces the session). Written before or with the session's first message. */
   readonly preamble: Uint8Array
-  /** Reads and checks the remote's preamble; run before the session's first read. */
-  readonly remotePreamble: Effect.Effect<void, ProtocolMismatch | SessionMismatch | ConnectionLost>
+  /**
+   * Reads and checks the remote's preamble; run before the session's first read. A mismatch is answered with a plain
+   * Reject, preceded by this node's preamble when `preambleSent` is false (a session that sends its preamble with its
+   * first handshake message, as the Noise responder does).
+   */
+  readonly remotePreamble: (
+    preambleSent: boolean
+  ) => Effect.Effect<void, ProtocolMismatch | SessionMismatch | ConnectionLost>
   /** The node this connection was dialled for, when known: a session that authenticates peers must refuse others. */
   readonly expectedPeer?: NodeId
+  /** True when the caller bounds the whole opening in time (PeerNetwork does): the session then needs no timer. */
+  readonly timedByCaller?: boolean
 }
 
 export type UpgradeError = ConnectionLost | HandshakeFailed | ProtocolMismatch | SessionMismatch | PeerIdentityMismatch
@@ -46,7 +58,7 @@ export class SecureSession extends Context.Tag("effect-p2pnet/SecureSession")<
     this.of({
       name: "plain",
       upgrade: (stream, _role, opening) =>
-        stream.write([opening.preamble]).pipe(Effect.zipRight(opening.remotePreamble), Effect.as(stream))
+        stream.write([opening.preamble]).pipe(Effect.zipRight(opening.remotePreamble(true)), Effect.as(stream))
     })
   )
 }

@@ -5,7 +5,7 @@
  * original's "Ping from" strings (B15): each side signs the other's fresh nonce with its Ed25519 key, proves it
  * knows the optional network key, and both exchange a verdict. docs/protocol.md gives the exact transcript.
  */
-import { Context, Data, Effect, Layer } from "effect"
+import { Context, Data, Effect, Exit, Layer } from "effect"
 import * as crypto from "node:crypto"
 import type { ConnectionLost } from "../schema/errors.js"
 import { HandshakeFailed } from "../schema/errors.js"
@@ -96,13 +96,14 @@ const expect = <T extends HandshakeMessage["_tag"]>(ctx: HandshakeContext, tag: 
 /**
  * The default trust handshake. Over a Noise session the peer already proved its key, node id and network (and the
  * network key) inside the Noise handshake, so it is trusted without another message; on a plain-text channel both
- * sides exchange HandshakeProof and HandshakeVerdict.
+ * sides exchange HandshakeProof and HandshakeVerdict. A verdict reached without a message is returned as an Exit
+ * (an Effect that has already completed), which lets the channel skip the race and timer a message exchange needs.
  */
 export const defaultHandshake = (ctx: HandshakeContext): Effect.Effect<Verdict, HandshakeFailed | ConnectionLost> =>
   ctx.session !== undefined &&
   ctx.session.nodeId === ctx.remoteHello.nodeId &&
   ctx.session.network === ctx.settings.network
-    ? Effect.succeed(Verdict.Trusted())
+    ? Exit.succeed(Verdict.Trusted())
     : proofExchange(ctx)
 
 const proofExchange = (ctx: HandshakeContext): Effect.Effect<Verdict, HandshakeFailed | ConnectionLost> =>

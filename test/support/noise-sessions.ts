@@ -53,20 +53,21 @@ export const rawClient = (port: number) =>
 /** What Link.establish gives a session: the preamble and a read of the remote's (these tests do not check it). */
 export const opening = (stream: ByteStream, extra: Partial<Opening> = {}): Opening => ({
   preamble: preamble(PROTOCOL_VERSION, "noise"),
-  remotePreamble: Effect.asVoid(
-    Effect.async<void>((resume) => {
-      let got = Buffer.alloc(0)
-      stream.receive({
-        onData: (chunk) => {
-          got = Buffer.concat([got, chunk])
-          if (got.length < 8) return
-          stream.receive(undefined, got.subarray(8))
-          resume(Effect.void)
-        },
-        onEnd: () => resume(Effect.void)
+  remotePreamble: () =>
+    Effect.asVoid(
+      Effect.async<void>((resume) => {
+        let got = Buffer.alloc(0)
+        stream.receive({
+          onData: (chunk) => {
+            got = Buffer.concat([got, chunk])
+            if (got.length < 8) return
+            stream.receive(undefined, got.subarray(8))
+            resume(Effect.void)
+          },
+          onEnd: () => resume(Effect.void)
+        })
       })
-    })
-  ),
+    ),
   ...extra
 })
 
@@ -84,7 +85,8 @@ export const upgradeBoth = (
     const extra = options.expectedPeer === undefined ? {} : { expectedPeer: options.expectedPeer }
     return yield* Effect.all(
       [
-        Effect.either(initiator.upgrade(ca, "initiator", opening(raw, extra))),
+        // the initiator's message 3 leads its first write: an empty write sends it
+        Effect.either(initiator.upgrade(ca, "initiator", opening(raw, extra)).pipe(Effect.tap((s) => s.write([])))),
         Effect.either(responder.upgrade(cb, "responder", opening(cb)))
       ],
       { concurrency: 2 }
