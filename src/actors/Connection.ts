@@ -130,6 +130,35 @@ export const readPrefix = <A>(
     return Effect.sync(() => stream.receive(undefined))
   })
 
+/**
+ * Bounds `self`, which waits only on `stream`, by one timer: if `millis` pass first, the stream is destroyed (which
+ * ends whatever `self` waits on) and the result is `onTimeout()` instead of the ConnectionLost that caused. Lighter
+ * than Effect.timeoutFail, which runs the bounded effect in a fiber of its own; time comes from the Clock.
+ */
+export const withDeadline =
+  <E2>(stream: ByteStream, millis: number, onTimeout: () => E2) =>
+  <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2, R> =>
+    Effect.gen(function* () {
+      let expired = false
+      const timer = yield* Effect.fork(
+        Effect.zipRight(
+          Effect.sleep(millis),
+          Effect.suspend(() => {
+            expired = true
+            return stream.destroy
+          })
+        )
+      )
+      return yield* self.pipe(
+        Effect.matchEffect({
+          onFailure: (e): Effect.Effect<A, E | E2> => Effect.fail(expired ? onTimeout() : e),
+          onSuccess: (a): Effect.Effect<A, E | E2> => (expired ? Effect.fail(onTimeout()) : Effect.succeed(a))
+        }),
+        // the timer is told to stop without waiting for it to finish (it only has its sleep to cancel)
+        Effect.ensuring(Effect.fiberIdWith((id) => Effect.sync(() => timer.unsafeInterruptAsFork(id))))
+      )
+    })
+
 /** "::ffff:127.0.0.1" (IPv4-mapped) is reported as "127.0.0.1". */
 export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a)
 

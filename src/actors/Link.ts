@@ -122,15 +122,7 @@ export interface EstablishOptions {
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function* () {
-    const own = preamble(PROTOCOL_VERSION, opts.secure.name)
-    const secured = yield* opts.secure.upgrade(stream, role, {
-      preamble: own,
-      remotePreamble: checkPreamble(stream, opts.secure.name, own),
-      timedByCaller: opts.timedByCaller === true,
-      ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
-    })
-    const inbox = yield* Queue.unbounded<InboxItem>()
-    const clock = yield* Effect.clock
+    // the Hello is ready before the session's handshake, so it leaves the moment the session is up
     const localHello = Hello.make({
       version: PROTOCOL_VERSION,
       network: opts.settings.network,
@@ -139,8 +131,18 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       nonce: crypto.randomBytes(32).toString("base64"),
       listenPort: opts.listenPort as Hello["listenPort"]
     })
+    const helloFrame = encodeFrame(localHello)
+    const inbox = yield* Queue.unbounded<InboxItem>()
+    const clock = yield* Effect.clock
+    const own = preamble(PROTOCOL_VERSION, opts.secure.name)
+    const secured = yield* opts.secure.upgrade(stream, role, {
+      preamble: own,
+      remotePreamble: checkPreamble(stream, opts.secure.name, own),
+      timedByCaller: opts.timedByCaller === true,
+      ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
+    })
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
-    const sendHello = secured.write([encodeFrame(localHello)])
+    const sendHello = secured.write([helloFrame])
     // the initiator introduces itself first; the responder answers only once it has admitted the initiator
     if (role === "initiator") yield* sendHello
     const first = yield* Queue.take(inbox)

@@ -22,7 +22,7 @@ import { readPrefix } from "../actors/Connection.js"
 import { ConnectionLost, HandshakeFailed, PeerIdentityMismatch } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
 import type { NetworkSettings } from "../schema/settings.js"
-import { encodeFrame } from "../schema/wire.js"
+import { encodeFrame, PREAMBLE_LENGTH } from "../schema/wire.js"
 import { Reject } from "../schema/handshake.js"
 import type { NodeKeys } from "./NodeIdentity.js"
 import { NodeIdentity, nodeIdFromPublicKey, verifySignature } from "./NodeIdentity.js"
@@ -80,6 +80,25 @@ const readMessage = (stream: ByteStream) =>
     stream,
     (got) => (got.length < 2 ? undefined : 2 + got.readUInt16BE(0)),
     (bytes) => bytes.subarray(2)
+  ).pipe(Effect.mapError((reason) => new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` })))
+
+/**
+ * The remote's preamble and the handshake message after it, read together when the preamble is the expected one
+ * (byte for byte ours: same magic, session and version); undefined otherwise, with every byte left in the stream for
+ * the opening's own check, which names the mismatch and answers it with a Reject.
+ */
+const readPreambleAndMessage = (stream: ByteStream, expected: Uint8Array) =>
+  readPrefix(
+    stream,
+    (got) =>
+      got.length < PREAMBLE_LENGTH
+        ? undefined
+        : !got.subarray(0, PREAMBLE_LENGTH).equals(expected)
+          ? 0
+          : got.length < PREAMBLE_LENGTH + 2
+            ? undefined
+            : PREAMBLE_LENGTH + 2 + got.readUInt16BE(PREAMBLE_LENGTH),
+    (bytes) => (bytes.length === 0 ? undefined : bytes.subarray(PREAMBLE_LENGTH + 2))
   ).pipe(Effect.mapError((reason) => new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` })))
 
 const networkProof = (settings: NetworkSettings, role: "initiator" | "responder", hash: Uint8Array) =>
@@ -185,6 +204,13 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         })
       const message = (m: Buffer) => [u16(m.length), m]
       const recv = readMessage(stream).pipe(Effect.flatMap((m) => step(() => noise.recv(m))))
+      /** The remote's preamble, checked, and its first handshake message (one read when the preamble is as expected). */
+      const recvFirst = (preambleSent: boolean) =>
+        readPreambleAndMessage(stream, opening.preamble).pipe(
+          Effect.flatMap((m) =>
+            m !== undefined ? step(() => noise.recv(m)) : Effect.zipRight(opening.remotePreamble(preambleSent), recv)
+          )
+        )
       /** The transport; `lead` is sent in front of its first message (the initiator's message 3 goes with the Hello). */
       const transportFor = (peer: SessionPeer, lead: ReadonlyArray<Uint8Array>) =>
         secureTransport(
@@ -210,8 +236,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         // the preamble and message 1 leave together; the remote's preamble is checked before reading message 2
         yield* stream.write([opening.preamble, ...message(m1)])
         const h1 = Buffer.from(noise.getHandshakeHash())
-        yield* opening.remotePreamble(true)
-        const theirs = check(decodePayload(yield* recv), noise.rs, "responder", h1)
+        const theirs = check(decodePayload(yield* recvFirst(true)), noise.rs, "responder", h1)
         const m3 = yield* step(() =>
           noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "initiator", h1)))
         )
@@ -219,8 +244,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         return "problem" in theirs ? yield* refuse(theirs.problem, message(m3)) : transportFor(theirs.peer, message(m3))
       }
       // the responder has nothing to say before message 1: its preamble goes with message 2, in one write
-      yield* opening.remotePreamble(false)
-      yield* recv
+      yield* recvFirst(false)
       const h1 = Buffer.from(noise.getHandshakeHash())
       const m2 = yield* step(() =>
         noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "responder", h1)))
@@ -249,7 +273,8 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
               ).pipe(Effect.ensuring(stream.destroy))
             : Effect.succeed(secured)
         ),
-        Effect.withSpan("NoiseSession.handshake", { attributes: { role } })
+        // no stack trace captured per connection (a noticeable cost on this path); the span still times the handshake
+        Effect.withSpan("NoiseSession.handshake", { attributes: { role }, captureStackTrace: false })
       )
   })
 }

@@ -7,7 +7,7 @@ import { Context, Deferred, Effect, Exit, FiberSet, Layer, Queue, Ref, Schedule 
 import type { Scope } from "effect"
 import type * as net from "node:net"
 import type { ByteStream } from "../actors/Connection.js"
-import { dialTcp, socketStream } from "../actors/Connection.js"
+import { dialTcp, socketStream, withDeadline } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
 import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
 import type { ChannelCounters } from "../actors/Link.js"
@@ -179,7 +179,11 @@ const make = Effect.gen(function* () {
       timedByCaller: true,
       ...(expectedPeer === undefined ? {} : { expectedPeer })
     }).pipe(
-      timeout,
+      withDeadline(
+        stream,
+        settings.handshakeTimeoutMillis,
+        () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
+      ),
       Effect.tapError(() => stream.destroy)
     )
 
@@ -368,7 +372,7 @@ const make = Effect.gen(function* () {
       run(rt.run(link).pipe(Effect.annotateLogs({ category: Category.Peers })))
       return yield* rt.opened
     }).pipe(
-      Effect.withSpan("PeerNetwork.dial", { attributes: { address, port } }),
+      Effect.withSpan("PeerNetwork.dial", { attributes: { address, port }, captureStackTrace: false }),
       Effect.annotateLogs({ category: Category.Peers, address: `${address}:${port}` })
     )
 
