@@ -136,7 +136,7 @@ export const readPrefix = <A>(
  * than Effect.timeoutFail, which runs the bounded effect in a fiber of its own; time comes from the Clock.
  */
 export const withDeadline =
-  <E2>(stream: ByteStream, millis: number, onTimeout: () => E2) =>
+  <E2>(stream: Pick<ByteStream, "destroy">, millis: number, onTimeout: () => E2) =>
   <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2, R> =>
     Effect.gen(function* () {
       let expired = false
@@ -162,27 +162,42 @@ export const withDeadline =
 /** "::ffff:127.0.0.1" (IPv4-mapped) is reported as "127.0.0.1". */
 export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a)
 
-/** Opens a TCP connection; fails with DialFailed on refusal or after `timeoutMillis`. Interrupting it closes the socket. */
+/**
+ * Opens a TCP connection; fails with DialFailed on refusal or after `timeoutMillis` (a Clock timer that destroys the
+ * socket, not a race: the connect itself runs in the caller's fiber). Interrupting it closes the socket.
+ */
 export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
-  Effect.async<net.Socket, DialFailed>((resume) => {
+  Effect.suspend(() => {
     const socket = net.connect({ host: address, port })
-    let settled = false
-    // stays installed: an error between connect and socketStream() must not become an uncaught 'error' event
-    socket.on("error", (e) => {
-      if (settled) return
-      settled = true
-      socket.destroy()
-      resume(Effect.fail(new DialFailed({ address, port, detail: e.message })))
+    let expired = false
+    const connected = Effect.async<net.Socket, DialFailed>((resume) => {
+      let settled = false
+      const fail = (detail: string) => {
+        if (settled) return
+        settled = true
+        socket.destroy()
+        resume(Effect.fail(new DialFailed({ address, port, detail })))
+      }
+      // stays installed: an error between connect and socketStream() must not become an uncaught 'error' event
+      socket.on("error", (e) => fail(e.message))
+      socket.once("close", () => fail(expired ? `timed out after ${timeoutMillis} ms` : "closed before connecting"))
+      socket.once("connect", () => {
+        if (settled) return
+        settled = true
+        resume(Effect.succeed(socket))
+      })
+      return Effect.sync(() => socket.destroy())
     })
-    socket.once("connect", () => {
-      if (settled) return
-      settled = true
-      resume(Effect.succeed(socket))
-    })
-    return Effect.sync(() => socket.destroy())
-  }).pipe(
-    Effect.timeoutFail({
-      duration: timeoutMillis,
-      onTimeout: () => new DialFailed({ address, port, detail: `timed out after ${timeoutMillis} ms` })
-    })
-  )
+    return connected.pipe(
+      withDeadline(
+        {
+          destroy: Effect.sync(() => {
+            expired = true
+            socket.destroy()
+          })
+        },
+        timeoutMillis,
+        () => new DialFailed({ address, port, detail: `timed out after ${timeoutMillis} ms` })
+      )
+    )
+  })

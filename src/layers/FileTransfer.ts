@@ -170,6 +170,7 @@ const make = Effect.gen(function* () {
   const publish = (e: FileEvent) => Effect.asVoid(PubSub.publish(events, e))
   // incoming transfers change on the dispatcher fiber and on channel close: one at a time
   const lock = yield* Effect.makeSemaphore(1)
+  const layerScope = yield* Effect.scope
   const incoming = new Map<string, Incoming>()
   const forgotten = new Map<string, Forgotten>()
   const outgoing = new Map<string, Deferred.Deferred<FileAck, TransferRejected>>()
@@ -298,6 +299,7 @@ const make = Effect.gen(function* () {
         channel
       }
       incoming.set(key, t)
+      yield* watch(channel)
       yield* progress("receive", t)(0, t.size)
     })
 
@@ -408,6 +410,23 @@ const make = Effect.gen(function* () {
     }
   }
 
+  /**
+   * Watches a channel that has a transfer arriving, until it closes for good (one fiber per such channel, in the
+   * layer's scope). Only those channels are watched: a node that receives no file pays nothing per connection.
+   */
+  const watched = new Set<PeerChannel>()
+  const watch = (channel: PeerChannel) =>
+    Effect.suspend(() => {
+      if (watched.has(channel)) return Effect.void
+      watched.add(channel)
+      return channel.awaitClosed.pipe(
+        Effect.flatMap((reason) => onChannelClosed(channel, reason)),
+        Effect.ensuring(Effect.sync(() => watched.delete(channel))),
+        Effect.forkIn(layerScope),
+        Effect.asVoid
+      )
+    })
+
   /** A channel closed for good (not reconnecting): the transfers arriving on it will not continue. */
   const onChannelClosed = (channel: PeerChannel, reason: CloseReason | undefined) =>
     lock.withPermits(1)(
@@ -421,14 +440,6 @@ const make = Effect.gen(function* () {
   // stale partials of an earlier run; the inbox itself is created on first use
   yield* store.clearPartials.pipe(
     Effect.catchAll((e) => Effect.logWarning(`could not remove stale partial files: ${e.message}`))
-  )
-  const networkEvents = yield* registry.subscribeEvents
-  yield* Effect.forkScoped(
-    networkEvents.pipe(
-      Stream.runForEach((e) =>
-        e._tag === "ChannelStateChanged" && e.state === "closed" ? onChannelClosed(e.channel, e.reason) : Effect.void
-      )
-    )
   )
   yield* Effect.addFinalizer(() =>
     lock.withPermits(1)(
