@@ -101,6 +101,17 @@ describe("wire protocol v1: round trip", () => {
   }
 
   it.prop(
+    "a Hello's JSON header, written by hand on the opening path, is what its Schema encodes, _tag first",
+    [arbitraryOf("Hello")],
+    ([value]) => {
+      const frame = encodeFrame(value)
+      const header = frame.subarray(8, 8 + frame.readUInt32BE(4)).toString("utf8")
+      const { _tag, ...fields } = Schema.encodeSync(schemaOf("Hello"))(value)
+      assert.strictEqual(header, JSON.stringify({ _tag, ...fields }))
+    }
+  )
+
+  it.prop(
     "strings of any UTF-16 code units, lone surrogates included, survive the JSON header",
     [Arbitrary.make(PureMessage), anyString],
     ([m, message]) => {

@@ -123,14 +123,18 @@ export interface EstablishOptions {
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function* () {
     // the Hello is ready before the session's handshake, so it leaves the moment the session is up
-    const localHello = Hello.make({
-      version: PROTOCOL_VERSION,
-      network: opts.settings.network,
-      nodeId: opts.keys.id,
-      publicKey: Buffer.from(opts.keys.publicKey).toString("base64"),
-      nonce: crypto.randomBytes(32).toString("base64"),
-      listenPort: opts.listenPort as Hello["listenPort"]
-    })
+    const localHello = Hello.make(
+      {
+        version: PROTOCOL_VERSION,
+        network: opts.settings.network,
+        nodeId: opts.keys.id,
+        publicKey: Buffer.from(opts.keys.publicKey).toString("base64"),
+        nonce: crypto.randomBytes(32).toString("base64"),
+        listenPort: opts.listenPort as Hello["listenPort"]
+        // our own values: no validation needed
+      },
+      true
+    )
     const helloFrame = encodeFrame(localHello)
     const inbox = yield* Queue.unbounded<InboxItem>()
     const clock = yield* Effect.clock

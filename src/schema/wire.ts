@@ -99,7 +99,7 @@ export interface FrameParts {
 export const frameParts = (value: FrameValue): FrameParts => {
   let json: string
   let attachment: Uint8Array = EMPTY
-  // the two high-volume kinds skip the Schema encoder (same output: the wire-struct fields in declaration order)
+  // the two high-volume kinds and the Hello skip the Schema encoder (same output: the fields in declaration order)
   if (value._tag === "PureMessage") {
     json = JSON.stringify({
       _tag: "PureMessage",
@@ -114,6 +114,17 @@ export const frameParts = (value: FrameValue): FrameParts => {
       format: value.format,
       origin: value.origin,
       sentAt: value.sentAt.epochMillis
+    })
+  } else if (value._tag === "Hello") {
+    // once per connection and side, on the path that opens it
+    json = JSON.stringify({
+      _tag: "Hello",
+      version: value.version,
+      network: value.network,
+      nodeId: value.nodeId,
+      publicKey: value.publicKey,
+      nonce: value.nonce,
+      listenPort: value.listenPort
     })
   } else {
     json = JSON.stringify(encoders[value._tag](value))
@@ -181,8 +192,31 @@ const MAX_MILLIS = 8_640_000_000_000_000
 const instance = <A extends object>(Class: { readonly prototype: A }, props: object): A =>
   Object.assign(Object.create(Class.prototype) as A, props)
 
-/** Hand-written decoders of the two high-volume kinds; anything they do not accept goes through the Schema path. */
+/** A Hello as the Schema would decode it, or undefined for the Schema path to decide (and explain). */
+const fastHello = (json: Record<string, unknown>): FrameValue | undefined => {
+  const { version, network, nodeId, publicKey, nonce, listenPort } = json
+  if (
+    !Number.isInteger(version) ||
+    typeof network !== "string" ||
+    typeof nodeId !== "string" ||
+    !NODE_ID.test(nodeId) ||
+    typeof publicKey !== "string" ||
+    typeof nonce !== "string" ||
+    !Number.isInteger(listenPort) ||
+    (listenPort as number) < 0 ||
+    (listenPort as number) > 65535 ||
+    keyCount(json) !== 7
+  )
+    return undefined
+  return instance(Hello, { _tag: "Hello", version, network, nodeId, publicKey, nonce, listenPort })
+}
+
+/**
+ * Hand-written decoders of the two high-volume kinds (and the Hello, on every connection's opening path); anything
+ * they do not accept goes through the Schema path.
+ */
 const fastDecode = (tag: string, json: Record<string, unknown>, attachment: Uint8Array): FrameValue | undefined => {
+  if (tag === "Hello") return fastHello(json)
   const origin = json["origin"]
   const sentAt = json["sentAt"]
   if (typeof origin !== "string" || !NODE_ID.test(origin)) return undefined
@@ -251,7 +285,7 @@ export const decodeRange = (buffer: Buffer, start: number, end: number): Either.
     ;(json as Record<string, unknown>)["data"] = attachment
   } else if (attachmentLength > 0) {
     return Either.left(new InvalidPacket({ kind: tag, detail: `unexpected ${attachmentLength}-byte attachment` }))
-  } else if (tag === "PureMessage") {
+  } else if (tag === "PureMessage" || tag === "Hello") {
     const fast = fastDecode(tag, json as Record<string, unknown>, EMPTY)
     if (fast !== undefined) return Either.right(fast)
   }
