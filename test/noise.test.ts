@@ -12,7 +12,7 @@ import * as net from "node:net"
 // @ts-expect-error noise-handshake ships no type declarations
 import NoiseState from "noise-handshake"
 // @ts-expect-error noise-handshake ships no type declarations
-import CipherState from "noise-handshake/cipher"
+import CipherState from "noise-handshake/cipher.js"
 import { socketStream } from "../src/actors/Connection.js"
 import type { ByteStream } from "../src/actors/Connection.js"
 import type { PacketReceived } from "../src/actors/PeerChannel.js"

@@ -16,7 +16,7 @@ import * as crypto from "node:crypto"
 // @ts-expect-error noise-handshake ships no type declarations
 import NoiseState from "noise-handshake"
 // @ts-expect-error noise-handshake ships no type declarations
-import curve from "noise-handshake/dh"
+import curve from "noise-handshake/dh.js"
 import type { ByteStream } from "../actors/Connection.js"
 import { readPrefix } from "../actors/Connection.js"
 import { ConnectionLost, HandshakeFailed, PeerIdentityMismatch } from "../schema/errors.js"
