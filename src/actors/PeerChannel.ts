@@ -366,10 +366,10 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
     const processor = (
       current: Link,
       handshake: Queue.Queue<HandshakeMessage | LinkEnd>,
-      phase: { decided: boolean }
+      phase: { decided: boolean; readonly held: Array<Packet> }
     ) =>
       Effect.gen(function* () {
-        const held: Array<Packet> = []
+        const held = phase.held
         while (true) {
           const items = Chunk.toReadonlyArray(yield* Queue.takeBetween(current.inbox, 1, 512))
           current.drained(items)
@@ -459,7 +459,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       Effect.gen(function* () {
         link = current
         const handshake = yield* Queue.unbounded<HandshakeMessage | LinkEnd>()
-        const phase = { decided: false }
+        const phase = { decided: false, held: [] as Array<Packet> }
         // the link's fibers are interrupted when it ends, however it ends (see the ensuring below)
         const proc = yield* Effect.fork(processor(current, handshake, phase))
         let writing: Fiber.RuntimeFiber<void> | undefined
@@ -495,8 +495,10 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
             return { reason: yield* Fiber.join(proc), opened: false }
           }
           yield* setState(outcome.right ? "trusted" : "untrusted")
-          // the processor switches to gating when it reaches this marker, after everything that arrived before it
-          current.inbox.unsafeOffer(TRUST_DECIDED)
+          // nothing held yet: the processor gates from now on, in arrival order (it only ever waits between whole
+          // batches, so no batch is half done); else it switches when it reaches this marker, after what it holds
+          if (phase.held.length === 0) phase.decided = true
+          else current.inbox.unsafeOffer(TRUST_DECIDED)
           yield* Deferred.succeed(opened, channel)
           writing = yield* Effect.fork(writer(current))
           return { reason: yield* Fiber.join(proc), opened: true }
