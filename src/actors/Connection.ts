@@ -169,7 +169,6 @@ export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") 
 export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
   Effect.suspend(() => {
     const socket = net.connect({ host: address, port })
-    let expired = false
     const connected = Effect.async<net.Socket, DialFailed>((resume) => {
       let settled = false
       const fail = (detail: string) => {
@@ -180,7 +179,8 @@ export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
       }
       // stays installed: an error between connect and socketStream() must not become an uncaught 'error' event
       socket.on("error", (e) => fail(e.message))
-      socket.once("close", () => fail(expired ? `timed out after ${timeoutMillis} ms` : "closed before connecting"))
+      // destroyed by the deadline below (which then reports the timeout) or by interruption
+      socket.once("close", () => fail("closed before connecting"))
       socket.once("connect", () => {
         if (settled) return
         settled = true
@@ -190,12 +190,7 @@ export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
     })
     return connected.pipe(
       withDeadline(
-        {
-          destroy: Effect.sync(() => {
-            expired = true
-            socket.destroy()
-          })
-        },
+        { destroy: Effect.sync(() => socket.destroy()) },
         timeoutMillis,
         () => new DialFailed({ address, port, detail: `timed out after ${timeoutMillis} ms` })
       )

@@ -18,7 +18,7 @@ import NoiseState from "noise-handshake"
 // @ts-expect-error noise-handshake ships no type declarations
 import curve from "noise-handshake/dh.js"
 import type { ByteStream } from "../actors/Connection.js"
-import { readPrefix } from "../actors/Connection.js"
+import { readPrefix, withDeadline } from "../actors/Connection.js"
 import { ConnectionLost, HandshakeFailed, PeerIdentityMismatch } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
 import type { NetworkSettings } from "../schema/settings.js"
@@ -261,10 +261,11 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         // a timer of its own only when the caller sets none, or one was asked for explicitly
         opening.timedByCaller === true && options.handshakeTimeoutMillis === undefined
           ? identity
-          : Effect.timeoutFail({
-              duration: timeout,
-              onTimeout: () => new HandshakeFailed({ reason: `noise handshake did not complete in ${timeout} ms` })
-            }),
+          : withDeadline(
+              stream,
+              timeout,
+              () => new HandshakeFailed({ reason: `noise handshake did not complete in ${timeout} ms` })
+            ),
         Effect.flatMap((secured): Effect.Effect<ByteStream, UpgradeError | PeerIdentityMismatch> =>
           opening.expectedPeer !== undefined && secured.remoteNodeId !== opening.expectedPeer
             ? Effect.zipRight(
