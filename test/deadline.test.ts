@@ -13,24 +13,29 @@ class TimedOut {
   readonly _tag = "TimedOut"
 }
 
-/** Waits for four bytes on the stream: an opening step that only the peer can finish. */
-const fourBytes = (m: ReturnType<typeof memoryStream>) =>
-  readPrefix(
+/**
+ * Starts an opening step that only the peer can finish (four bytes read from a memory stream) under a one-second
+ * deadline, and returns once the deadline's timer sleeps.
+ */
+const boundedStep = Effect.gen(function* () {
+  const m = memoryStream()
+  const fiber = yield* readPrefix(
     m.stream,
     () => 4,
     (bytes) => bytes.toString("hex")
+  ).pipe(
+    withDeadline(m.stream, 1_000, () => new TimedOut()),
+    Effect.either,
+    Effect.fork
   )
+  yield* awaitSleepUntil(1_000)
+  return { m, fiber }
+})
 
 describe("withDeadline", () => {
   it.scoped("a step still waiting when the time is up fails with the timeout error, and its stream is destroyed", () =>
     Effect.gen(function* () {
-      const m = memoryStream()
-      const fiber = yield* fourBytes(m).pipe(
-        withDeadline(m.stream, 1_000, () => new TimedOut()),
-        Effect.either,
-        Effect.fork
-      )
-      yield* awaitSleepUntil(1_000)
+      const { m, fiber } = yield* boundedStep
       m.feed(Buffer.from([1, 2]))
       yield* TestClock.adjust("999 millis")
       assert.isFalse(m.destroyed(), "not before the deadline")
@@ -43,13 +48,7 @@ describe("withDeadline", () => {
 
   it.scoped("a step that finishes first keeps its result and its stream; no timer is left sleeping", () =>
     Effect.gen(function* () {
-      const m = memoryStream()
-      const fiber = yield* fourBytes(m).pipe(
-        withDeadline(m.stream, 1_000, () => new TimedOut()),
-        Effect.either,
-        Effect.fork
-      )
-      yield* awaitSleepUntil(1_000)
+      const { m, fiber } = yield* boundedStep
       m.feed(Buffer.from([0xca, 0xfe, 0xba, 0xbe, 0xff]))
       const result = yield* Fiber.join(fiber)
       assert.deepStrictEqual(result, Either.right("cafebabe"))
@@ -61,13 +60,7 @@ describe("withDeadline", () => {
 
   it.scoped("a step that fails first keeps its own error", () =>
     Effect.gen(function* () {
-      const m = memoryStream()
-      const fiber = yield* fourBytes(m).pipe(
-        withDeadline(m.stream, 1_000, () => new TimedOut()),
-        Effect.either,
-        Effect.fork
-      )
-      yield* awaitSleepUntil(1_000)
+      const { m, fiber } = yield* boundedStep
       m.end("reset by peer")
       const result = yield* Fiber.join(fiber)
       assert.isTrue(Either.isLeft(result) && !(result.left instanceof TimedOut))
