@@ -122,7 +122,8 @@ export interface EstablishOptions {
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function* () {
-    // the Hello is ready before the session's handshake, so it leaves the moment the session is up
+    // the Hello is ready before the session's handshake, so it leaves the moment the session is up; it holds only
+    // this node's own values, so it is built without validation
     const localHello = Hello.make(
       {
         version: PROTOCOL_VERSION,
@@ -131,7 +132,6 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
         publicKey: Buffer.from(opts.keys.publicKey).toString("base64"),
         nonce: crypto.randomBytes(32).toString("base64"),
         listenPort: opts.listenPort as Hello["listenPort"]
-        // our own values: no validation needed
       },
       true
     )
