@@ -1,23 +1,11 @@
 /**
  * A PeerChannel is the actor for one remote peer: an outbox Queue drained by a writer fiber (batched writes), a
- * processor fiber that gates and publishes what the Link's reader decoded, its state on a SubscriptionRef, and
- * counters. An outbound channel survives connection drops: it re-dials on a retry Schedule and sends what was queued
- * once the new connection is trusted; what cannot be delivered is failed back to senders and reported, never dropped.
+ * processor fiber that gates and publishes what the Link's reader decoded, its state (a value; its changes go to a
+ * PubSub made for the first subscriber), and counters. An outbound channel survives connection drops: it re-dials on a
+ * retry Schedule and sends what was queued once the new connection is trusted; what cannot be delivered is failed
+ * back to senders and reported, never dropped.
  */
-import {
-  Chunk,
-  DateTime,
-  Deferred,
-  Effect,
-  Either,
-  Exit,
-  Fiber,
-  Option,
-  Queue,
-  Schedule,
-  Stream,
-  SubscriptionRef
-} from "effect"
+import { Chunk, DateTime, Deferred, Effect, Either, Exit, Fiber, Option, PubSub, Queue, Schedule, Stream } from "effect"
 import type { CloseReason, DialFailed } from "../schema/errors.js"
 import {
   ChannelClosed,
@@ -174,7 +162,9 @@ export interface ChannelRuntime {
 export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
   Effect.gen(function* () {
     const outbox = yield* Queue.bounded<OutboxItem>(deps.outboxCapacity)
-    const stateRef = yield* SubscriptionRef.make<ChannelState>("handshaking")
+    // the state is a plain value; its changes go to a PubSub made on the first subscription (most channels have none)
+    let current: ChannelState = "handshaking"
+    let changesHub: PubSub.PubSub<ChannelState> | undefined
     const closed = yield* Deferred.make<CloseReason>()
     const opened = yield* Deferred.make<PeerChannel, CloseReason>()
     const counters = deps.counters
@@ -188,14 +178,30 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
 
     const closedError = (reason: string) => new ChannelClosed({ peer: label, reason })
 
-    const setState = (state: ChannelState, reason?: CloseReason) =>
+    /** The current state, then every change, for as long as the stream is read (from a subscription taken first). */
+    const stateChanges: Stream.Stream<ChannelState> = Stream.unwrapScoped(
       Effect.gen(function* () {
-        const previous = yield* SubscriptionRef.getAndSet(stateRef, state)
-        if (previous === state) return
+        if (changesHub === undefined) {
+          const made = yield* PubSub.unbounded<ChannelState>()
+          changesHub ??= made
+        }
+        const subscription = yield* PubSub.subscribe(changesHub)
+        // read after subscribing, in the same step: a change after this read is in the subscription, none is lost
+        return Stream.concat(Stream.succeed(current), Stream.fromQueue(subscription))
+      })
+    )
+
+    const setState = (state: ChannelState, reason?: CloseReason) =>
+      Effect.suspend(() => {
+        const previous = current
+        if (previous === state) return Effect.void
+        // read, set and announced in one synchronous step, so concurrent changes cannot be announced out of order
+        current = state
+        changesHub?.unsafeOffer(state)
         if (state === "reconnecting") trustedBeforeDrop = trusted
         else if (state !== "handshaking") trustedBeforeDrop = false
         trusted = state === "trusted"
-        yield* deps.onState(channel, state, reason)
+        return deps.onState(channel, state, reason)
       })
 
     /** Checks and frames one packet for the outbox. */
@@ -265,8 +271,8 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
     const channel: PeerChannel = {
       ...info,
       label,
-      state: SubscriptionRef.get(stateRef),
-      stateChanges: stateRef.changes,
+      state: Effect.sync(() => current),
+      stateChanges,
       isTrusted: () => trusted,
       isClosed: () => isClosed,
       send: (packet) => enqueue(packet, undefined),
@@ -286,7 +292,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
       awaitTrusted: Effect.suspend(() =>
         trusted
           ? Effect.void
-          : stateRef.changes.pipe(
+          : stateChanges.pipe(
               Stream.filter((s) => s === "trusted" || s === "closed"),
               Stream.runHead,
               Effect.flatMap((s) =>
