@@ -158,7 +158,12 @@ const make = (options: { readonly packetBuffer?: number }) =>
           // close sends a Disconnect and ends the loser's link; it does not wait for the loser's fiber
           yield* loser.close(`duplicate channel: keeping the one initiated by ${winner.initiatorId}`)
         }
-        if (winner === channel) {
+        // a peer already known at this address (a reconnect) needs no new entry: skipped without building one
+        const known = winner === channel ? (yield* Ref.get(state)).known.get(channel.remoteId) : undefined
+        if (
+          winner === channel &&
+          (known === undefined || known.address !== channel.address || known.port !== channel.remoteListenPort)
+        ) {
           yield* addKnown(
             PeerAddress.make({
               address: channel.address as PeerAddress["address"],
