@@ -246,9 +246,11 @@ const attach = (
   const gate = inboxGate(settings, stream)
   const flooded = floodGate(settings.maxFramesPerSecond, clock)
   // decoded frames are handed to the inbox once per event-loop turn, after every socket read of that turn, so the
-  // channel's fibers wake once per turn instead of once per 64 KiB read
+  // channel's fibers wake once per turn instead of once per 64 KiB read; the first frame (the Hello the opening waits
+  // for) is handed over at once
   let pending: Array<InboxItem> = []
   let scheduled = false
+  let first = true
   const flush = () => {
     scheduled = false
     const items = pending
@@ -271,7 +273,10 @@ const attach = (
     if (Either.isLeft(decoded)) return end(decoded.left)
     pending.push(decoded.right)
     gate.added(decoded.right)
-    if (!scheduled) {
+    if (first) {
+      first = false
+      flush()
+    } else if (!scheduled) {
       scheduled = true
       setImmediate(flush)
     }
