@@ -200,16 +200,15 @@ export const handshakes = <K extends string>(
         Effect.forkScoped
       )
     }
-    const bounded = <A, E>(what: string, self: Effect.Effect<A, E>) =>
-      self.pipe(
-        Effect.mapError((e) => new BenchFailed({ detail: `${what}: ${String(e)}` })),
-        Effect.timeoutFail({
-          duration: "10 seconds",
-          onTimeout: () => new BenchFailed({ detail: `${what} timed out` })
-        })
-      )
+    /** A step's failure, named. */
     const failed = <A, E>(what: string, self: Effect.Effect<A, E>) =>
       Effect.mapError(self, (e) => new BenchFailed({ detail: `${what}: ${String(e)}` }))
+    /** A named step with a time bound (one per round: the timer is not inside what is measured). */
+    const bounded = <A, E>(what: string, self: Effect.Effect<A, E>) =>
+      Effect.timeoutFail(failed(what, self), {
+        duration: "10 seconds",
+        onTimeout: () => new BenchFailed({ detail: `${what} timed out` })
+      })
     const baseline: Array<number> = []
     const samples = new Map(
       keys.map((k) => [

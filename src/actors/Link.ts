@@ -111,8 +111,6 @@ export interface EstablishOptions {
   readonly counters: ChannelCounters
   /** Initiator: the node this address was dialled for, when known (an authenticating session refuses others). */
   readonly expectedPeer?: NodeId
-  /** True when the caller bounds `establish` in time; passed on to the session (Opening.timedByCaller). */
-  readonly timedByCaller?: boolean
 }
 
 /**
@@ -142,7 +140,6 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     const secured = yield* opts.secure.upgrade(stream, role, {
       preamble: own,
       remotePreamble: checkPreamble(stream, opts.secure.name, own),
-      timedByCaller: opts.timedByCaller === true,
       ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
     })
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)

@@ -24,7 +24,6 @@ import {
   Queue,
   Random,
   Ref,
-  Runtime,
   Schema,
   Scope,
   Stream,
@@ -42,7 +41,7 @@ import type { NoUsableInterface } from "../schema/errors.js"
 import { IpAddress, PeerAddress, Port } from "../schema/ids.js"
 import type { NodeId } from "../schema/ids.js"
 import { isLoopbackIpv4, NetworkInterfaces } from "./Interfaces.js"
-import { Category } from "./Logging.js"
+import { Category, scopedWarn } from "./Logging.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PeerConnector } from "./PeerConnector.js"
 import { PeerNetwork } from "./PeerNetwork.js"
@@ -295,8 +294,7 @@ const make = Effect.gen(function* () {
   /** Everything one run owns, acquired in the run's scope. */
   const setup = Effect.gen(function* () {
     const table = yield* interfaces.scan
-    const runtime = yield* Effect.runtime<never>()
-    const warn = (text: string) => Runtime.runFork(runtime)(Effect.logWarning(text))
+    const warn = yield* scopedWarn
     const inbox = yield* Effect.acquireRelease(Queue.dropping<Incoming>(DISCOVERY_INBOX_CAPACITY), Queue.shutdown)
     const onMessage = (via: Incoming["via"]) => (message: Buffer, remote: dgram.RemoteInfo) => {
       counters.received++

@@ -9,21 +9,7 @@
  * truth. This receiver never dials the `IP` of a datagram: only where the datagram came from, through the
  * PeerConnector's policy, deduplication and rate limit. Datagrams carry no authentication either way.
  */
-import {
-  Clock,
-  Context,
-  Data,
-  Effect,
-  Either,
-  Layer,
-  Option,
-  PubSub,
-  Queue,
-  Random,
-  Runtime,
-  Scope,
-  Stream
-} from "effect"
+import { Clock, Context, Data, Effect, Either, Layer, Option, PubSub, Queue, Random, Scope, Stream } from "effect"
 import { legacyNodeId } from "../actors/LegacyLink.js"
 import { sendDatagram, trySocket, udpSocket } from "../actors/DiscoverySockets.js"
 import { baseIntervalMillis, jitterMillis } from "../actors/DiscoveryTargets.js"
@@ -31,7 +17,7 @@ import { IpAddress, PeerAddress, Port } from "../schema/ids.js"
 import { decodeLegacyDiscovery, encodeLegacyDiscovery } from "../schema/legacy/discovery.js"
 import { CompatConfig, CompatProfile } from "./Compat.js"
 import { isLoopbackIpv4, NetworkInterfaces } from "./Interfaces.js"
-import { Category } from "./Logging.js"
+import { Category, scopedWarn } from "./Logging.js"
 import { PeerConnector } from "./PeerConnector.js"
 
 export type LegacyDiscoveryEvent = Data.TaggedEnum<{
@@ -137,8 +123,7 @@ const make = Effect.gen(function* () {
       yield* PubSub.publish(events, LegacyDiscoveryEvent.Discovered({ peer, ip: d.IP }))
     }).pipe(Effect.annotateLogs({ category: Category.LAN, address: item.source }))
 
-  const runtime = yield* Effect.runtime<never>()
-  const warn = (text: string) => Runtime.runFork(runtime)(Effect.logWarning(text))
+  const warn = yield* scopedWarn
   const inbox = yield* Effect.acquireRelease(Queue.dropping<Incoming>(256), Queue.shutdown)
   const onMessage = (message: Buffer, remote: { readonly address: string }) => {
     counters.received++

@@ -5,12 +5,20 @@
  */
 import { PlatformLogger } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
-import { Effect, Layer, Logger, LogLevel } from "effect"
+import { Effect, FiberSet, Layer, Logger, LogLevel } from "effect"
 import { LogSettings } from "../schema/settings.js"
 import { logSettingsFromEnv } from "./Settings.js"
 
 /** The log category annotation key and the original's categories. */
 export const Category = { LAN: "LAN", Bootstrap: "Bootstrap", Peers: "Peers" } as const
+
+/**
+ * A warning logger for plain callbacks (socket events), with the caller's log annotations. Each line is logged by a
+ * fiber of the caller's scope, so closing the scope ends any that is still running.
+ */
+export const scopedWarn = Effect.map(FiberSet.makeRuntime<never>(), (run) => (text: string) => {
+  run(Effect.logWarning(text))
+})
 
 export const loggingLayer = (
   settings: Partial<ConstructorParameters<typeof LogSettings>[0]> = {}

@@ -57,9 +57,8 @@ export const generateStaticKeys = (): StaticKeyPair => curve.generateKeyPair()
 
 export interface NoiseOptions {
   /**
-   * A handshake that has not completed after this long fails with HandshakeFailed. Default: the settings'
-   * handshakeTimeoutMillis, applied only when the caller does not bound the opening itself (`Opening.timedByCaller`;
-   * PeerNetwork bounds the whole opening, handshake and Hello, with that same setting).
+   * A handshake that has not completed after this long fails with HandshakeFailed. Unset, the session sets no timer
+   * of its own: PeerNetwork bounds the whole opening (handshake and Hello) with NetworkSettings.handshakeTimeoutMillis.
    */
   readonly handshakeTimeoutMillis?: number
   /** Transport messages per direction between two rekeys (default 2^20). Both sides must use the same value. */
@@ -74,13 +73,19 @@ const u16 = (n: number) => {
   return b
 }
 
+/** A read of the handshake, whose end of stream says where it happened. */
+const duringHandshake = <A>(read: Effect.Effect<A, ConnectionLost>) =>
+  Effect.mapError(read, (reason) => new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` }))
+
 /** Reads one u16-length-prefixed handshake message; bytes after it are handed back to the stream. */
 const readMessage = (stream: ByteStream) =>
-  readPrefix(
-    stream,
-    (got) => (got.length < 2 ? undefined : 2 + got.readUInt16BE(0)),
-    (bytes) => bytes.subarray(2)
-  ).pipe(Effect.mapError((reason) => new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` })))
+  duringHandshake(
+    readPrefix(
+      stream,
+      (got) => (got.length < 2 ? undefined : 2 + got.readUInt16BE(0)),
+      (bytes) => bytes.subarray(2)
+    )
+  )
 
 /**
  * The remote's preamble and the handshake message after it, read together when the preamble is the expected one
@@ -88,18 +93,20 @@ const readMessage = (stream: ByteStream) =>
  * the opening's own check, which names the mismatch and answers it with a Reject.
  */
 const readPreambleAndMessage = (stream: ByteStream, expected: Uint8Array) =>
-  readPrefix(
-    stream,
-    (got) =>
-      got.length < PREAMBLE_LENGTH
-        ? undefined
-        : !got.subarray(0, PREAMBLE_LENGTH).equals(expected)
-          ? 0
-          : got.length < PREAMBLE_LENGTH + 2
-            ? undefined
-            : PREAMBLE_LENGTH + 2 + got.readUInt16BE(PREAMBLE_LENGTH),
-    (bytes) => (bytes.length === 0 ? undefined : bytes.subarray(PREAMBLE_LENGTH + 2))
-  ).pipe(Effect.mapError((reason) => new ConnectionLost({ detail: `during the noise handshake: ${reason.detail}` })))
+  duringHandshake(
+    readPrefix(
+      stream,
+      (got) =>
+        got.length < PREAMBLE_LENGTH
+          ? undefined
+          : !got.subarray(0, PREAMBLE_LENGTH).equals(expected)
+            ? 0
+            : got.length < PREAMBLE_LENGTH + 2
+              ? undefined
+              : PREAMBLE_LENGTH + 2 + got.readUInt16BE(PREAMBLE_LENGTH),
+      (bytes) => (bytes.length === 0 ? undefined : bytes.subarray(PREAMBLE_LENGTH + 2))
+    )
+  )
 
 const networkProof = (settings: NetworkSettings, role: "initiator" | "responder", hash: Uint8Array) =>
   settings.networkKey === ""
@@ -158,7 +165,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
   const binding = keys.sign(Buffer.concat([BINDING_LABEL, staticKeys.publicKey]))
   const verified = new Map<string, NodeId>()
   const rekeyInterval = options.rekeyInterval ?? 2 ** 20
-  const timeout = options.handshakeTimeoutMillis ?? settings.handshakeTimeoutMillis
+  const timeout = options.handshakeTimeoutMillis
 
   /** The remote's identity from its payload, or why it is not acceptable. */
   const check = (
@@ -258,8 +265,8 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
     name: "noise",
     upgrade: (stream, role, opening) =>
       handshake(stream, role, opening).pipe(
-        // a timer of its own only when the caller sets none, or one was asked for explicitly
-        opening.timedByCaller === true && options.handshakeTimeoutMillis === undefined
+        // a timer of its own only when one was asked for (PeerNetwork bounds the whole opening)
+        timeout === undefined
           ? identity
           : withDeadline(
               stream,

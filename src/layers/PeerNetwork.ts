@@ -176,7 +176,6 @@ const make = Effect.gen(function* () {
       secure,
       listenPort,
       counters,
-      timedByCaller: true,
       ...(expectedPeer === undefined ? {} : { expectedPeer })
     }).pipe(
       withDeadline(
@@ -219,8 +218,8 @@ const make = Effect.gen(function* () {
           : Effect.succeed(item)
       )
     })
-    return Exit.isExit(verdict) && Exit.isSuccess(verdict)
-      ? verdictOf(verdict.value as Verdict)
+    return Exit.isExit(verdict)
+      ? Exit.flatMap(verdict as Exit.Exit<Verdict, HandshakeFailed | ConnectionLost>, verdictOf)
       : Effect.flatMap(verdict, verdictOf)
   }
 

@@ -35,8 +35,6 @@ export interface Opening {
   ) => Effect.Effect<void, ProtocolMismatch | SessionMismatch | ConnectionLost>
   /** The node this connection was dialled for, when known: a session that authenticates peers must refuse others. */
   readonly expectedPeer?: NodeId
-  /** True when the caller bounds the whole opening in time (PeerNetwork does): the session then needs no timer. */
-  readonly timedByCaller?: boolean
 }
 
 export type UpgradeError = ConnectionLost | HandshakeFailed | ProtocolMismatch | SessionMismatch | PeerIdentityMismatch
