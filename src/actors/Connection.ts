@@ -3,7 +3,7 @@
  * with a timeout. A SecureSession (layers/SecureSession.ts) may wrap a ByteStream in an encrypting one before framing
  * starts; this is the seam where authenticated encryption is inserted.
  */
-import { Effect } from "effect"
+import { Deferred, Effect, Ref } from "effect"
 import * as net from "node:net"
 import { ConnectionLost, DialFailed } from "../schema/errors.js"
 import type { SessionPeer } from "../layers/NoiseTransport.js"
@@ -158,6 +158,35 @@ export const withDeadline =
         Effect.ensuring(Effect.fiberIdWith((id) => Effect.sync(() => timer.unsafeInterruptAsFork(id))))
       )
     })
+
+/**
+ * One attempt per key at a time: while an attempt for a key runs, other callers for that key wait for its outcome
+ * instead of starting their own (concurrent dials to one endpoint share one connection). An interrupted attempt
+ * interrupts its waiters rather than leaving them waiting.
+ */
+export const sharedAttempts = <A, E>() =>
+  Effect.map(
+    Ref.make(new Map<string, Deferred.Deferred<A, E>>()),
+    (inFlight) =>
+      (key: string, attempt: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+        Effect.gen(function* () {
+          const mine = yield* Deferred.make<A, E>()
+          const running = yield* Ref.modify(inFlight, (m) => {
+            const d = m.get(key)
+            return d !== undefined ? ([d, m] as const) : ([undefined, new Map(m).set(key, mine)] as const)
+          })
+          if (running !== undefined) return yield* Deferred.await(running)
+          return yield* attempt.pipe(
+            Effect.onExit((exit) =>
+              Ref.update(inFlight, (m) => {
+                const n = new Map(m)
+                n.delete(key)
+                return n
+              }).pipe(Effect.zipRight(Deferred.done(mine, exit)))
+            )
+          )
+        })
+  )
 
 /** "::ffff:127.0.0.1" (IPv4-mapped) is reported as "127.0.0.1". */
 export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a)

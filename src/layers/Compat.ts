@@ -25,7 +25,7 @@ import type { LegacyLink } from "../actors/LegacyLink.js"
 import { legacyNodeId, makeLegacyLink } from "../actors/LegacyLink.js"
 import type * as net from "node:net"
 import type { ByteStream } from "../actors/Connection.js"
-import { dialTcp, socketStream } from "../actors/Connection.js"
+import { dialTcp, sharedAttempts, socketStream } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
 import { makeCounters } from "../actors/Link.js"
 import { listenTcp } from "../actors/Listener.js"
@@ -124,7 +124,7 @@ const make = Effect.gen(function* () {
   }
   // channel key -> channel, for the legacy channels open now
   const legacy = new Map<number, PeerChannel>()
-  const dialing = new Map<string, Deferred.Deferred<PeerChannel, DialError>>()
+  const dialing = yield* sharedAttempts<PeerChannel, DialError>()
   const advertisedAddress =
     compat.advertisedAddress !== ""
       ? compat.advertisedAddress
@@ -306,17 +306,7 @@ const make = Effect.gen(function* () {
         if (c.isClosed()) continue
         if (c.remoteId === id || (c.direction === "inbound" && c.address === address)) return c
       }
-      const k = key(address, port)
-      const inProgress = dialing.get(k)
-      if (inProgress !== undefined) return yield* Deferred.await(inProgress)
-      const mine = yield* Deferred.make<PeerChannel, DialError>()
-      dialing.set(k, mine)
-      return yield* dialOnce(address, port).pipe(
-        Effect.exit,
-        Effect.tap((exit) => Deferred.done(mine, exit)),
-        Effect.ensuring(Effect.sync(() => dialing.delete(k))),
-        Effect.flatten
-      )
+      return yield* dialing(key(address, port), dialOnce(address, port))
     })
 
   const isLegacyEndpoint = (address: string, port: number) => endpoints.has(key(address, port))

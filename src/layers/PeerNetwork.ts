@@ -7,7 +7,7 @@ import { Context, Deferred, Effect, Exit, FiberSet, Layer, Queue, Ref, Schedule 
 import type { Scope } from "effect"
 import type * as net from "node:net"
 import type { ByteStream } from "../actors/Connection.js"
-import { dialTcp, socketStream, withDeadline } from "../actors/Connection.js"
+import { dialTcp, sharedAttempts, socketStream, withDeadline } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
 import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
 import type { ChannelCounters } from "../actors/Link.js"
@@ -148,7 +148,7 @@ const make = Effect.gen(function* () {
   const run = yield* FiberSet.runtime(fibers)<never>()
   const keyCounter = yield* Ref.make(0)
   const pending = yield* Queue.bounded<PendingPeer>(trust.policy.incomingQueueCapacity)
-  const dialing = yield* Ref.make(new Map<string, Deferred.Deferred<PeerChannel, DialError>>())
+  const dialing = yield* sharedAttempts<PeerChannel, DialError>()
   const placement = trust.policy.incomingPeerPlacement
 
   const listening = settings.listen
@@ -339,11 +339,11 @@ const make = Effect.gen(function* () {
     })
 
   // dial routes of protocol profiles (routeDials); empty unless a profile is in use
-  const routes: Array<DialRoute> = []
+  const routes = yield* Ref.make<ReadonlyArray<DialRoute>>([])
   const routeDials = (route: DialRoute) =>
     Effect.acquireRelease(
-      Effect.sync(() => void routes.push(route)),
-      () => Effect.sync(() => void routes.splice(routes.indexOf(route), 1))
+      Ref.update(routes, (rs) => [...rs, route]),
+      () => Ref.update(routes, (rs) => rs.filter((r) => r !== route))
     )
 
   const runProfileLink = (p: ProfileLink) =>
@@ -377,45 +377,19 @@ const make = Effect.gen(function* () {
 
   const dial = (address: string, port: number, options: DialOptions = {}): Effect.Effect<PeerChannel, DialError> =>
     Effect.gen(function* () {
-      for (const route of routes) {
+      for (const route of yield* Ref.get(routes)) {
         const routed = route(address, port)
         if (routed !== undefined) return yield* routed
       }
       const existing = (yield* registry.channels).find(
         (c) => c.address === address && (c.remoteListenPort === port || (c.direction === "outbound" && c.port === port))
       )
-      if (existing !== undefined) {
-        if (options.id !== undefined && existing.remoteId !== options.id) {
-          return yield* new PeerIdentityMismatch({ expected: options.id, actual: existing.remoteId })
-        }
-        return existing
+      // a dial already running to that endpoint (perhaps for another id) is joined, not repeated
+      const channel = existing ?? (yield* dialing(`${address}:${port}`, dialOnce(address, port, options.id)))
+      if (options.id !== undefined && channel.remoteId !== options.id) {
+        return yield* new PeerIdentityMismatch({ expected: options.id, actual: channel.remoteId })
       }
-      const key = `${address}:${port}`
-      const mine = yield* Deferred.make<PeerChannel, DialError>()
-      const inProgress = yield* Ref.modify(dialing, (m) => {
-        const d = m.get(key)
-        if (d !== undefined) return [d, m] as const
-        return [undefined, new Map(m).set(key, mine)] as const
-      })
-      if (inProgress !== undefined) {
-        const channel = yield* Deferred.await(inProgress)
-        if (options.id !== undefined && channel.remoteId !== options.id) {
-          return yield* new PeerIdentityMismatch({ expected: options.id, actual: channel.remoteId })
-        }
-        return channel
-      }
-      return yield* dialOnce(address, port, options.id).pipe(
-        Effect.exit,
-        Effect.tap((exit) => Deferred.done(mine, exit)),
-        Effect.ensuring(
-          Ref.update(dialing, (m) => {
-            const n = new Map(m)
-            n.delete(key)
-            return n
-          })
-        ),
-        Effect.flatten
-      )
+      return channel
     })
 
   const accept = (socket: net.Socket) => {
