@@ -4,6 +4,7 @@
  * starts; this is the seam where authenticated encryption is inserted.
  */
 import { Deferred, Effect, Ref } from "effect"
+import type { Clock } from "effect"
 import * as net from "node:net"
 import { ConnectionLost, DialFailed } from "../schema/errors.js"
 import type { SessionPeer } from "../layers/NoiseTransport.js"
@@ -22,7 +23,10 @@ export interface ByteStream {
   readonly remoteNodeId?: string
   /** Set by a secure session: what the peer proved (node, Ed25519 key, network). */
   readonly peer?: SessionPeer
-  /** Writes the chunks in order with one system call where possible; succeeds once the kernel has them. */
+  /**
+   * Writes the chunks in order with one system call where possible; succeeds once the kernel has them (at once when
+   * the kernel took them during the call, else when the socket reports the write done).
+   */
   readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
   /**
    * Installs the receiver. Bytes that arrived while no receiver was installed are delivered first. Passing
@@ -37,8 +41,25 @@ export interface ByteStream {
   readonly bytesWritten: () => number
 }
 
-export const socketStream = (socket: net.Socket): ByteStream => {
+/**
+ * Adapts a socket. A socket still connecting may be passed with the `address` and `port` it was dialled at (reported
+ * until it connects; its writes wait in the socket until then).
+ */
+export const socketStream = (
+  socket: net.Socket,
+  dialled?: { readonly address: string; readonly port: number }
+): ByteStream => {
   let receiver: Receiver | undefined
+  // the peer's address as the socket reports it once connected (node forgets it after a close, so it is kept)
+  let remoteAddress: string | undefined
+  let remotePort: number | undefined
+  const peerName = () => {
+    if (remoteAddress === undefined && socket.remoteAddress !== undefined) {
+      remoteAddress = normalizeAddress(socket.remoteAddress)
+      remotePort = socket.remotePort ?? 0
+    }
+  }
+  peerName()
   const held: Array<Uint8Array> = []
   let ended: ConnectionLost | undefined
   let lastError: Error | undefined
@@ -54,29 +75,43 @@ export const socketStream = (socket: net.Socket): ByteStream => {
   socket.on("error", (e) => {
     lastError = e
   })
+  if (socket.connecting) socket.once("connect", peerName)
   socket.on("close", () => {
     ended = new ConnectionLost({ detail: lastError ? lastError.message : "closed by peer" })
     receiver?.onEnd(ended)
   })
   return {
-    remoteAddress: normalizeAddress(socket.remoteAddress ?? "unknown"),
-    remotePort: socket.remotePort ?? 0,
+    get remoteAddress() {
+      peerName()
+      return remoteAddress ?? dialled?.address ?? "unknown"
+    },
+    get remotePort() {
+      peerName()
+      return remotePort ?? dialled?.port ?? 0
+    },
     write: (chunks) =>
-      Effect.async<void, ConnectionLost>((resume) => {
-        if (socket.destroyed || !socket.writable) {
-          resume(Effect.fail(new ConnectionLost({ detail: "socket is closed" })))
-          return
+      Effect.suspend(() => {
+        if (socket.destroyed || !socket.writable) return Effect.fail(new ConnectionLost({ detail: "socket is closed" }))
+        let outcome: Effect.Effect<void, ConnectionLost> | undefined
+        let waiting: ((outcome: Effect.Effect<void, ConnectionLost>) => void) | undefined
+        const done = (e?: Error | null) => {
+          outcome = e ? Effect.fail(new ConnectionLost({ detail: e.message })) : Effect.void
+          waiting?.(outcome)
         }
-        const done = (e?: Error | null) =>
-          resume(e ? Effect.fail(new ConnectionLost({ detail: e.message })) : Effect.void)
-        if (chunks.length === 1) {
-          socket.write(chunks[0]!, done)
-          return
+        if (chunks.length === 1) socket.write(chunks[0]!, done)
+        else {
+          socket.cork()
+          for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!)
+          socket.write(chunks[chunks.length - 1]!, done)
+          socket.uncork()
         }
-        socket.cork()
-        for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!)
-        socket.write(chunks[chunks.length - 1]!, done)
-        socket.uncork()
+        if (outcome !== undefined) return outcome
+        // the kernel took every byte during the call (the usual case): done now, not on the callback's later tick
+        if (socket.writableLength === 0 && !socket.destroyed) return Effect.void
+        return Effect.async<void, ConnectionLost>((resume) => {
+          if (outcome !== undefined) resume(outcome)
+          else waiting = resume
+        })
       }),
     receive: (r, unread) => {
       receiver = r
@@ -225,3 +260,76 @@ export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
       )
     )
   })
+
+/** A TCP connection started by `connectTcp`: its stream is usable at once, before the connect completes. */
+export interface Connecting {
+  /** Writes wait in the socket until it connects, then leave at once (a protocol's first message costs no turn). */
+  readonly stream: ByteStream
+  /**
+   * Bounds an opening run on `stream` by one timer, as withDeadline: DialFailed when the socket has not connected
+   * within `connectMillis` or fails before it connects; `onTimeout()` when `openMillis` pass after it connected.
+   */
+  readonly bounded: <E2>(
+    connectMillis: number,
+    openMillis: number,
+    onTimeout: () => E2
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | E2 | DialFailed, R>
+}
+
+/**
+ * Starts a TCP connection without waiting for it to complete: it returns once the connect has been issued to the
+ * kernel (node issues it on the next tick), so the remote can accept while this side prepares its opening. What the
+ * caller writes then waits in the socket and leaves the moment the connection is up. Time comes from `clock`.
+ */
+export const connectTcp = (address: string, port: number, clock: Clock.Clock): Effect.Effect<Connecting> =>
+  Effect.async<Connecting>((resume) => {
+    const socket = net.connect({ host: address, port })
+    const started = connecting(socket, address, port, clock)
+    // queued after node's own tick, which issues the connect
+    process.nextTick(() => resume(Effect.succeed(started)))
+    return Effect.sync(() => socket.destroy())
+  })
+
+const connecting = (socket: net.Socket, address: string, port: number, clock: Clock.Clock): Connecting => {
+  let connectedAt: number | undefined
+  socket.once("connect", () => {
+    connectedAt = clock.unsafeCurrentTimeMillis()
+  })
+  const stream = socketStream(socket, { address: normalizeAddress(address), port })
+  const bounded =
+    <E2>(connectMillis: number, openMillis: number, onTimeout: () => E2) =>
+    <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2 | DialFailed, R> =>
+      Effect.gen(function* () {
+        const start = clock.unsafeCurrentTimeMillis()
+        let expired: "connect" | "open" | undefined
+        // the deadline moves once the socket connects; until then the timer also wakes by the open deadline, which
+        // an early connect may have brought forward
+        const wait: Effect.Effect<void> = Effect.suspend(() => {
+          const due = connectedAt === undefined ? start + connectMillis : connectedAt + openMillis
+          const left = due - clock.unsafeCurrentTimeMillis()
+          if (left <= 0) {
+            expired = connectedAt === undefined ? "connect" : "open"
+            return stream.destroy
+          }
+          return Effect.zipRight(Effect.sleep(connectedAt === undefined ? Math.min(left, openMillis) : left), wait)
+        })
+        const timer = yield* Effect.fork(wait)
+        const failure = (e: E): E | E2 | DialFailed =>
+          expired === "connect"
+            ? new DialFailed({ address, port, detail: `timed out after ${connectMillis} ms` })
+            : expired === "open"
+              ? onTimeout()
+              : connectedAt === undefined && e instanceof ConnectionLost
+                ? new DialFailed({ address, port, detail: e.detail })
+                : e
+        return yield* self.pipe(
+          Effect.matchEffect({
+            onFailure: (e): Effect.Effect<A, E | E2 | DialFailed> => Effect.fail(failure(e)),
+            onSuccess: (a): Effect.Effect<A, E | E2 | DialFailed> =>
+              expired === undefined ? Effect.succeed(a) : Effect.fail(failure(undefined as E))
+          }),
+          Effect.ensuring(Effect.fiberIdWith((id) => Effect.sync(() => timer.unsafeInterruptAsFork(id))))
+        )
+      })
+  return { stream, bounded }
+}

@@ -28,6 +28,7 @@ import { encodeFrame, frameParts, layoutFrames } from "../schema/wire.js"
 import type { FrameParts } from "../schema/wire.js"
 import type { ChannelCounters, Link } from "./Link.js"
 import { LinkEnd, TRUST_DECIDED } from "./Link.js"
+import { annotateFiber } from "../layers/Logging.js"
 
 export type ChannelState = "handshaking" | "untrusted" | "trusted" | "reconnecting" | "closed"
 
@@ -340,10 +341,19 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
     }
     let closeRequested: LocalClose | undefined
 
+    /** What the outbox holds (up to 1024 items), waiting for one when it is empty. */
+    const nextBatch: Effect.Effect<Array<OutboxItem>> = Effect.flatMap(Queue.takeUpTo(outbox, 1024), (ready) =>
+      ready.length > 0
+        ? Effect.succeed(Chunk.toArray(ready))
+        : Effect.flatMap(Queue.take(outbox), (first) =>
+            Effect.map(Queue.takeUpTo(outbox, 1023), (more) => [first, ...more])
+          )
+    )
+
     const writer = (current: Link) =>
       Effect.gen(function* () {
         while (true) {
-          if (inFlight.length === 0) inFlight = Chunk.toArray(yield* Queue.takeBetween(outbox, 1, 1024))
+          if (inFlight.length === 0) inFlight = yield* nextBatch
           // a Disconnect ends the batch: what follows it is never sent and is reported as undelivered
           const cut = inFlight.findIndex((i) => i.disconnect !== undefined)
           const batch = cut < 0 ? inFlight : inFlight.slice(0, cut + 1)
@@ -434,22 +444,13 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         }
       })
 
-    /**
-     * Decides trust on a link: at once when the trust phase returns an Exit (a phase that needs no message, such as
-     * the default one over Noise: no fiber, no timer); otherwise raced against the link's end, within the handshake
-     * timeout.
-     */
+    /** Decides trust on a link with a trust phase that exchanges messages: raced against the link's end, in time. */
     const decideTrust = (
-      current: Link,
-      handshake: Queue.Queue<HandshakeMessage | LinkEnd>,
+      verdict: Effect.Effect<boolean, CloseReason>,
       proc: Fiber.Fiber<CloseReason>
-    ): Effect.Effect<
-      Either.Either<boolean, CloseReason> | { readonly _tag: "Ended"; readonly reason: CloseReason }
-    > => {
-      const phase = deps.trustPhase(current, info.direction === "outbound", handshake)
-      if (Exit.isExit(phase) && Exit.isSuccess(phase)) return Effect.succeed(Either.right(phase.value as boolean))
-      return Effect.raceFirst(
-        phase.pipe(
+    ): Effect.Effect<Either.Either<boolean, CloseReason> | { readonly _tag: "Ended"; readonly reason: CloseReason }> =>
+      Effect.raceFirst(
+        verdict.pipe(
           Effect.timeoutFail({
             duration: deps.handshakeTimeoutMillis,
             onTimeout: () => new HandshakeTimeout({ millis: deps.handshakeTimeoutMillis })
@@ -458,38 +459,56 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         ),
         Fiber.join(proc).pipe(Effect.map((reason) => ({ _tag: "Ended" as const, reason })))
       )
-    }
 
-    /** Runs one link until it ends; returns why, and whether it got past the trust phase. */
+    /**
+     * Runs one link until it ends; returns why, and whether it got past the trust phase. A trust phase that decides
+     * without a message (it returns an Exit, as the default one over Noise does) is taken at once: no race, no timer,
+     * and the processor then runs in this fiber instead of one of its own.
+     */
     const runLink = (current: Link) =>
       Effect.gen(function* () {
         link = current
         const handshake = yield* Queue.unbounded<HandshakeMessage | LinkEnd>()
         const phase = { decided: false, held: [] as Array<Packet> }
+        if (closeRequested !== undefined) current.end(closeRequested)
+        const verdict = deps.trustPhase(current, info.direction === "outbound", handshake)
+        const immediate = Exit.isExit(verdict) && Exit.isSuccess(verdict) ? (verdict.value as boolean) : undefined
         // the link's fibers are interrupted when it ends, however it ends (see the ensuring below)
-        const proc = yield* Effect.fork(processor(current, handshake, phase))
+        let proc: Fiber.RuntimeFiber<CloseReason> | undefined
         let writing: Fiber.RuntimeFiber<void> | undefined
+        /** The processor until the link ends: joined if it was forked for the trust phase, else run here. */
+        const processed = Effect.suspend(() =>
+          proc !== undefined ? Fiber.join(proc) : processor(current, handshake, phase)
+        )
         return yield* Effect.gen(function* () {
-          if (closeRequested !== undefined) current.end(closeRequested)
-          const outcome = yield* decideTrust(current, handshake, proc)
-          if (outcome._tag === "Ended") return { reason: outcome.reason, opened: false }
-          if (outcome._tag === "Left") {
-            // when the connection itself failed first, that is the reason, and there is no one to tell
-            const ended = yield* Fiber.poll(proc)
-            if (Option.isSome(ended) && Exit.isSuccess(ended.value)) return { reason: ended.value.value, opened: false }
-            const reason = outcome.left
-            if (reason._tag === "HandshakeFailed" || reason._tag === "HandshakeTimeout") {
-              yield* current.write([encodeFrame(Reject.make({ reason: reason.message }))]).pipe(Effect.ignore)
+          let trusted: boolean
+          if (immediate !== undefined) trusted = immediate
+          else {
+            const running = yield* Effect.fork(processor(current, handshake, phase))
+            proc = running
+            const outcome = yield* decideTrust(verdict, running)
+            if (outcome._tag === "Ended") return { reason: outcome.reason, opened: false }
+            if (outcome._tag === "Left") {
+              // when the connection itself failed first, that is the reason, and there is no one to tell
+              const ended = yield* Fiber.poll(running)
+              if (Option.isSome(ended) && Exit.isSuccess(ended.value)) {
+                return { reason: ended.value.value, opened: false }
+              }
+              const reason = outcome.left
+              if (reason._tag === "HandshakeFailed" || reason._tag === "HandshakeTimeout") {
+                yield* current.write([encodeFrame(Reject.make({ reason: reason.message }))]).pipe(Effect.ignore)
+              }
+              current.end(reason)
+              return { reason: yield* processed, opened: false }
             }
-            current.end(reason)
-            return { reason: yield* Fiber.join(proc), opened: false }
+            trusted = outcome.right
           }
           // register only now: a newcomer never displaces a channel before it has passed the trust phase
-          const winner = yield* deps.register(channel, outcome.right)
+          const winner = yield* deps.register(channel, trusted)
           if (winner === undefined) {
             yield* current.write([encodeFrame(Reject.make({ reason: "blocked" }))]).pipe(Effect.ignore)
             current.end(new LocalClose({ reason: "peer was blocked during its handshake" }))
-            return { reason: yield* Fiber.join(proc), opened: false }
+            return { reason: yield* processed, opened: false }
           }
           if (winner !== channel) {
             yield* Deferred.succeed(opened, winner)
@@ -498,24 +517,24 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
             })
             yield* current.write([encodeFrame(Reject.make({ reason: "duplicate channel" }))]).pipe(Effect.ignore)
             current.end(reason)
-            return { reason: yield* Fiber.join(proc), opened: false }
+            return { reason: yield* processed, opened: false }
           }
-          yield* setState(outcome.right ? "trusted" : "untrusted")
+          yield* setState(trusted ? "trusted" : "untrusted")
           // nothing held yet: the processor gates from now on, in arrival order (it only ever waits between whole
           // batches, so no batch is half done); else it switches when it reaches this marker, after what it holds
           if (phase.held.length === 0) phase.decided = true
           else current.inbox.unsafeOffer(TRUST_DECIDED)
           yield* Deferred.succeed(opened, channel)
           writing = yield* Effect.fork(writer(current))
-          return { reason: yield* Fiber.join(proc), opened: true }
+          return { reason: yield* processed, opened: true }
         }).pipe(
           Effect.ensuring(
             Effect.suspend(() => {
               link = undefined
-              return Effect.zipRight(
-                Fiber.interruptAll(writing === undefined ? [proc] : [proc, writing]),
-                current.stream.destroy
-              )
+              const fibers = [proc, writing].filter((f) => f !== undefined)
+              return fibers.length === 0
+                ? current.stream.destroy
+                : Effect.zipRight(Fiber.interruptAll(fibers), current.stream.destroy)
             })
           )
         )
@@ -543,13 +562,14 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         let everOpened = false
         // one retry budget across re-dials; it is renewed only when a connection gets past its trust phase, so a
         // peer that accepts TCP but never completes a handshake cannot keep the channel re-dialling forever
-        const budget = yield* Schedule.driver(deps.retrySchedule)
+        // made on the first re-dial (most channels never need one)
+        let budget: Schedule.ScheduleDriver<unknown> | undefined
         yield* deps.onState(channel, "handshaking", undefined)
         while (true) {
           const { opened: linkOpened, reason } = yield* runLink(current)
           if (linkOpened) {
             everOpened = true
-            yield* budget.reset
+            if (budget !== undefined) yield* budget.reset
           }
           const retryable =
             reason._tag === "ConnectionLost" &&
@@ -561,6 +581,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           yield* setState("reconnecting", reason)
           let next: Link | undefined
           while (next === undefined) {
+            budget ??= yield* Schedule.driver(deps.retrySchedule)
             const more = yield* Effect.either(budget.next(undefined))
             if (closeRequested !== undefined) return closeRequested
             if (more._tag === "Left") return new ConnectionLost({ detail: `${reason.detail}; re-dial gave up` })
@@ -579,7 +600,12 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
         Effect.onExit((exit) =>
           Exit.isSuccess(exit) ? finish(exit.value) : finish(new LocalClose({ reason: "network shut down" }))
         ),
-        Effect.annotateLogs({ peer: info.remoteId, address: `${info.address}:${info.port}`, direction: info.direction })
+        // the rest of the fiber's logs name the peer (run is the last thing its fiber does)
+        (life) =>
+          Effect.zipRight(
+            annotateFiber({ peer: info.remoteId, address: `${info.address}:${info.port}`, direction: info.direction }),
+            life
+          )
       )
 
     return { channel, run, opened: Deferred.await(opened) } satisfies ChannelRuntime

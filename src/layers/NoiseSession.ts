@@ -280,9 +280,9 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
                 Effect.fail(new PeerIdentityMismatch({ expected: opening.expectedPeer, actual: secured.remoteNodeId }))
               ).pipe(Effect.ensuring(stream.destroy))
             : Effect.succeed(secured)
-        ),
-        // no stack trace captured per connection (a noticeable cost on this path); the span still times the handshake
-        Effect.withSpan("NoiseSession.handshake", { attributes: { role }, captureStackTrace: false })
+        )
+        // no span of its own: the caller's covers the handshake (PeerNetwork.dial, PeerNetwork.accept), one per
+        // connection instead of two, on the path every connection waits on
       )
   })
 }

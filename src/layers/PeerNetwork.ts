@@ -7,7 +7,7 @@ import { Context, Deferred, Effect, Exit, FiberSet, Layer, Queue, Ref, Schedule 
 import type { Scope } from "effect"
 import type * as net from "node:net"
 import type { ByteStream } from "../actors/Connection.js"
-import { dialTcp, sharedAttempts, socketStream, withDeadline } from "../actors/Connection.js"
+import { connectTcp, sharedAttempts, socketStream, withDeadline } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
 import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
 import type { ChannelCounters } from "../actors/Link.js"
@@ -38,7 +38,7 @@ import type { NodeId } from "../schema/ids.js"
 import type { Packet } from "../schema/packets.js"
 import { encodeFrame } from "../schema/wire.js"
 import { IncomingTrust } from "./IncomingTrust.js"
-import { Category } from "./Logging.js"
+import { annotateFiber, Category } from "./Logging.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PacketInbox } from "./PacketInbox.js"
 import { NetworkEvent, PeerRegistry } from "./PeerRegistry.js"
@@ -164,7 +164,7 @@ const make = Effect.gen(function* () {
       onTimeout: () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
     })
 
-  const open = (
+  const establishOn = (
     stream: ByteStream,
     role: "initiator" | "responder",
     counters: ChannelCounters,
@@ -177,13 +177,26 @@ const make = Effect.gen(function* () {
       listenPort,
       counters,
       ...(expectedPeer === undefined ? {} : { expectedPeer })
-    }).pipe(
-      withDeadline(
-        stream,
-        settings.handshakeTimeoutMillis,
-        () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
-      ),
-      Effect.tapError(() => stream.destroy)
+    })
+  const handshakeTimeout = () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
+
+  /** Opens an accepted connection, bounded by the handshake timeout. */
+  const openAccepted = (stream: ByteStream, counters: ChannelCounters) =>
+    establishOn(stream, "responder", counters).pipe(
+      withDeadline(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
+      Effect.onError(() => stream.destroy)
+    )
+
+  /**
+   * Dials and opens a connection. The opening starts before the TCP connect completes (its first bytes leave as soon
+   * as it does); a failure before the connect is a DialFailed, as is a connect that takes longer than its timeout.
+   */
+  const dialAndOpen = (address: string, port: number, counters: ChannelCounters, expectedPeer?: NodeId) =>
+    Effect.flatMap(connectTcp(address, port, clock), (connecting) =>
+      establishOn(connecting.stream, "initiator", counters, expectedPeer).pipe(
+        connecting.bounded(settings.connectTimeoutMillis, settings.handshakeTimeoutMillis, handshakeTimeout),
+        Effect.onError(() => connecting.stream.destroy)
+      )
     )
 
   const refuse = (link: Link, reason: string) =>
@@ -297,8 +310,7 @@ const make = Effect.gen(function* () {
           redial:
             profile?.redial ??
             Effect.gen(function* () {
-              const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
-              const next = yield* open(socketStream(socket), "initiator", counters, remoteId)
+              const next = yield* dialAndOpen(address, port, counters, remoteId)
               yield* screen(next).pipe(
                 Effect.catchTag("PeerBlocked", (e) => Effect.fail(new LocalClose({ reason: e.message })))
               )
@@ -358,21 +370,19 @@ const make = Effect.gen(function* () {
     Effect.gen(function* () {
       if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
       const counters = makeCounters(clock.unsafeCurrentTimeMillis())
-      const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
-      const stream = socketStream(socket)
-      const link = yield* open(stream, "initiator", counters, expected)
+      const link = yield* dialAndOpen(address, port, counters, expected)
       yield* screen(link)
       if (expected !== undefined && link.remoteHello.nodeId !== expected) {
         // a plain session cannot prove identity, but a Hello naming another node is still refused
         yield* refuse(link, "not the node this connection was meant for")
         return yield* new PeerIdentityMismatch({ expected, actual: link.remoteHello.nodeId })
       }
-      const rt = yield* makeChannel(link, counters, "outbound", stream.remoteAddress, port)
-      run(rt.run(link).pipe(Effect.annotateLogs({ category: Category.Peers })))
+      const rt = yield* makeChannel(link, counters, "outbound", link.stream.remoteAddress, port)
+      run(Effect.zipRight(annotateFiber({ category: Category.Peers }), rt.run(link)))
       return yield* rt.opened
     }).pipe(
-      Effect.withSpan("PeerNetwork.dial", { attributes: { address, port }, captureStackTrace: false }),
-      Effect.annotateLogs({ category: Category.Peers, address: `${address}:${port}` })
+      // nothing on this path logs (the channel's fiber annotates its own lines): no log annotations to set here
+      Effect.withSpan("PeerNetwork.dial", { attributes: { address, port }, captureStackTrace: false })
     )
 
   const dial = (address: string, port: number, options: DialOptions = {}): Effect.Effect<PeerChannel, DialError> =>
@@ -396,12 +406,29 @@ const make = Effect.gen(function* () {
     const stream = socketStream(socket)
     const where = `${stream.remoteAddress}:${stream.remotePort}`
     return Effect.gen(function* () {
+      // this fiber runs only this connection: its log lines are annotated once, nothing to restore
+      yield* annotateFiber({ category: Category.Peers, address: where })
       if (yield* registry.isBlockedAddress(stream.remoteAddress)) {
         yield* stream.destroy
         return yield* new PeerBlocked({ target: stream.remoteAddress })
       }
       const counters = makeCounters(clock.unsafeCurrentTimeMillis())
-      const link = yield* open(stream, "responder", counters)
+      const link = yield* admitted(stream, counters)
+      const rt = yield* makeChannel(link, counters, "inbound", stream.remoteAddress, stream.remotePort)
+      yield* rt.run(link)
+    }).pipe(
+      // interrupted (the layer closing): the listener destroys every socket it accepted
+      Effect.catchAll((e) => Effect.logInfo(`inbound connection refused: ${e._tag}: ${e.message}`))
+    )
+  }
+
+  /**
+   * An accepted connection's opening through admission: the session's handshake, the screen, the placement decision,
+   * and this node's Hello. One span covers it (the session sets none of its own).
+   */
+  const admitted = (stream: ByteStream, counters: ChannelCounters) =>
+    Effect.gen(function* () {
+      const link = yield* openAccepted(stream, counters)
       yield* screen(link)
       const id = link.remoteHello.nodeId
       if (placement !== "QueueBased") {
@@ -432,14 +459,13 @@ const make = Effect.gen(function* () {
         }
       }
       yield* link.admit
-      const rt = yield* makeChannel(link, counters, "inbound", stream.remoteAddress, stream.remotePort)
-      yield* rt.run(link)
+      return link
     }).pipe(
-      Effect.catchAll((e) => Effect.logInfo(`inbound connection refused: ${e._tag}: ${e.message}`)),
-      Effect.onInterrupt(() => stream.destroy),
-      Effect.annotateLogs({ category: Category.Peers, address: where })
+      Effect.withSpan("PeerNetwork.accept", {
+        attributes: { address: stream.remoteAddress, port: stream.remotePort },
+        captureStackTrace: false
+      })
     )
-  }
 
   yield* Effect.logInfo(`node ${keys.id} listening on ${listening.host}:${listenPort}`).pipe(
     Effect.annotateLogs({ category: Category.Peers })
