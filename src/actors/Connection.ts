@@ -4,7 +4,7 @@
  * starts; this is the seam where authenticated encryption is inserted.
  */
 import { Deferred, Effect, Ref } from "effect"
-import type { Clock } from "effect"
+import type { Clock, Scope } from "effect"
 import * as net from "node:net"
 import { ConnectionLost, DialFailed } from "../schema/errors.js"
 import type { SessionPeer } from "../layers/NoiseTransport.js"
@@ -266,7 +266,7 @@ export interface Connecting {
   /** Writes wait in the socket until it connects, then leave at once (a protocol's first message costs no turn). */
   readonly stream: ByteStream
   /**
-   * Bounds an opening run on `stream` by one timer, as withDeadline: DialFailed when the socket has not connected
+   * Bounds an opening run on `stream` by a deadline of its Deadlines: DialFailed when the socket has not connected
    * within `connectMillis` or fails before it connects; `onTimeout()` when `openMillis` pass after it connected.
    */
   readonly bounded: <E2>(
@@ -277,59 +277,169 @@ export interface Connecting {
 }
 
 /**
+ * The deadlines of one owner's connection openings (PeerNetwork's), kept by a single fiber instead of a timer fiber
+ * per opening: adding one is a push onto a list, not a fork, on the path every connection waits on. The fiber wakes
+ * by the earliest due time, at most `tickMillis` apart while any deadline is pending (so one added with an earlier
+ * due time than the fiber is sleeping until is met within that), and waits without a timer when none is.
+ */
+export interface Deadlines {
+  readonly clock: Clock.Clock
+  /**
+   * Runs `expire` once the Clock reaches `due()` (in ms; read again at every wake, so it may move), unless the
+   * returned function was called first.
+   */
+  readonly add: (due: () => number, expire: Effect.Effect<void>) => () => void
+  /**
+   * Bounds `self`, which waits only on `stream`: if `millis` pass first, the stream is destroyed (ending whatever
+   * `self` waits on) and the result is `onTimeout()` instead. The deadline a withDeadline would set, without its fiber.
+   */
+  readonly bound: <E2>(
+    stream: Pick<ByteStream, "destroy">,
+    millis: number,
+    onTimeout: () => E2
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | E2, R>
+}
+
+interface Pending {
+  readonly due: () => number
+  readonly expire: Effect.Effect<void>
+  done: boolean
+}
+
+/** A Deadlines whose fiber lives in the caller's scope. */
+export const makeDeadlines = (tickMillis = 50): Effect.Effect<Deadlines, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const clock = yield* Effect.clock
+    let pending: Array<Pending> = []
+    let idle: ((wake: Effect.Effect<void>) => void) | undefined
+    const round = Effect.suspend(() => {
+      const now = clock.unsafeCurrentTimeMillis()
+      const due: Array<Effect.Effect<void>> = []
+      let next = Infinity
+      const kept: Array<Pending> = []
+      for (const p of pending) {
+        if (p.done) continue
+        const at = p.due()
+        if (at <= now) {
+          p.done = true
+          due.push(p.expire)
+        } else {
+          next = Math.min(next, at)
+          kept.push(p)
+        }
+      }
+      pending = kept
+      const wait =
+        kept.length > 0
+          ? Effect.sleep(Math.min(next - now, tickMillis))
+          : Effect.async<void>((resume) => {
+              idle = resume
+              return Effect.sync(() => {
+                idle = undefined
+              })
+            })
+      return due.length === 0 ? wait : Effect.zipRight(Effect.all(due, { discard: true }), wait)
+    })
+    yield* Effect.forkScoped(Effect.forever(round))
+    const add = (due: () => number, expire: Effect.Effect<void>) => {
+      const p: Pending = { due, expire, done: false }
+      pending.push(p)
+      if (idle !== undefined) {
+        const wake = idle
+        idle = undefined
+        wake(Effect.void)
+      }
+      return () => {
+        p.done = true
+      }
+    }
+    const bound =
+      <E2>(stream: Pick<ByteStream, "destroy">, millis: number, onTimeout: () => E2) =>
+      <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2, R> =>
+        Effect.suspend(() => {
+          let expired = false
+          const at = clock.unsafeCurrentTimeMillis() + millis
+          const cancel = add(
+            () => at,
+            Effect.suspend(() => {
+              expired = true
+              return stream.destroy
+            })
+          )
+          // an interrupted opening leaves its entry to lapse at its due time (its stream is destroyed by then)
+          return Effect.matchEffect(self, {
+            onFailure: (e): Effect.Effect<A, E | E2> => {
+              cancel()
+              return Effect.fail(expired ? onTimeout() : e)
+            },
+            onSuccess: (a): Effect.Effect<A, E | E2> => {
+              cancel()
+              return expired ? Effect.fail(onTimeout()) : Effect.succeed(a)
+            }
+          })
+        })
+    return { clock, add, bound } satisfies Deadlines
+  })
+
+/**
  * Starts a TCP connection without waiting for it to complete: it returns once the connect has been issued to the
  * kernel (node issues it on the next tick), so the remote can accept while this side prepares its opening. What the
- * caller writes then waits in the socket and leaves the moment the connection is up. Time comes from `clock`.
+ * caller writes then waits in the socket and leaves the moment the connection is up. Its opening's deadline is kept
+ * by `deadlines` (and time comes from its Clock).
  */
-export const connectTcp = (address: string, port: number, clock: Clock.Clock): Effect.Effect<Connecting> =>
+export const connectTcp = (address: string, port: number, deadlines: Deadlines): Effect.Effect<Connecting> =>
   Effect.async<Connecting>((resume) => {
     const socket = net.connect({ host: address, port })
-    const started = connecting(socket, address, port, clock)
+    const started = connecting(socket, address, port, deadlines)
     // queued after node's own tick, which issues the connect
     process.nextTick(() => resume(Effect.succeed(started)))
     return Effect.sync(() => socket.destroy())
   })
 
-const connecting = (socket: net.Socket, address: string, port: number, clock: Clock.Clock): Connecting => {
+const connecting = (socket: net.Socket, address: string, port: number, deadlines: Deadlines): Connecting => {
+  const clock = deadlines.clock
   let connectedAt: number | undefined
+  // why the connect failed (ECONNREFUSED...), which names the failure better than the write it aborted
+  let connectError: string | undefined
   socket.once("connect", () => {
     connectedAt = clock.unsafeCurrentTimeMillis()
+  })
+  socket.once("error", (e) => {
+    if (connectedAt === undefined) connectError = e.message
   })
   const stream = socketStream(socket, { address: normalizeAddress(address), port })
   const bounded =
     <E2>(connectMillis: number, openMillis: number, onTimeout: () => E2) =>
     <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2 | DialFailed, R> =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         const start = clock.unsafeCurrentTimeMillis()
         let expired: "connect" | "open" | undefined
-        // the deadline moves once the socket connects; until then the timer also wakes by the open deadline, which
-        // an early connect may have brought forward
-        const wait: Effect.Effect<void> = Effect.suspend(() => {
-          const due = connectedAt === undefined ? start + connectMillis : connectedAt + openMillis
-          const left = due - clock.unsafeCurrentTimeMillis()
-          if (left <= 0) {
+        // the deadline moves once the socket connects
+        const cancel = deadlines.add(
+          () => (connectedAt === undefined ? start + connectMillis : connectedAt + openMillis),
+          Effect.suspend(() => {
             expired = connectedAt === undefined ? "connect" : "open"
             return stream.destroy
-          }
-          return Effect.zipRight(Effect.sleep(connectedAt === undefined ? Math.min(left, openMillis) : left), wait)
-        })
-        const timer = yield* Effect.fork(wait)
+          })
+        )
         const failure = (e: E): E | E2 | DialFailed =>
           expired === "connect"
             ? new DialFailed({ address, port, detail: `timed out after ${connectMillis} ms` })
             : expired === "open"
               ? onTimeout()
               : connectedAt === undefined && e instanceof ConnectionLost
-                ? new DialFailed({ address, port, detail: e.detail })
+                ? new DialFailed({ address, port, detail: connectError ?? e.detail })
                 : e
-        return yield* self.pipe(
-          Effect.matchEffect({
-            onFailure: (e): Effect.Effect<A, E | E2 | DialFailed> => Effect.fail(failure(e)),
-            onSuccess: (a): Effect.Effect<A, E | E2 | DialFailed> =>
-              expired === undefined ? Effect.succeed(a) : Effect.fail(failure(undefined as E))
-          }),
-          Effect.ensuring(Effect.fiberIdWith((id) => Effect.sync(() => timer.unsafeInterruptAsFork(id))))
-        )
+        return Effect.matchEffect(self, {
+          onFailure: (e): Effect.Effect<A, E | E2 | DialFailed> => {
+            cancel()
+            return Effect.fail(failure(e))
+          },
+          onSuccess: (a): Effect.Effect<A, E | E2 | DialFailed> => {
+            cancel()
+            return expired === undefined ? Effect.succeed(a) : Effect.fail(failure(undefined as E))
+          }
+        })
       })
   return { stream, bounded }
 }

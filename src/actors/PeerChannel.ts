@@ -149,7 +149,7 @@ export interface ChannelDeps {
   readonly counters: ChannelCounters
 }
 
-export interface ChannelRuntime {
+export interface ChannelRuntime<E = never> {
   readonly channel: PeerChannel
   /** Runs the channel until it is closed for good; returns why. Never fails. */
   readonly run: (first: Link) => Effect.Effect<CloseReason>
@@ -157,17 +157,36 @@ export interface ChannelRuntime {
    * Completes once the first trust phase has decided and the channel is registered: with this channel, or with the
    * channel that was kept instead of it (duplicate); fails with the reason if it closed before.
    */
-  readonly opened: Effect.Effect<PeerChannel, CloseReason>
+  readonly opened: Effect.Effect<PeerChannel, CloseReason | E>
 }
 
-export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
+/**
+ * What a channel is made of before its peer is known: its outbox and the signals of its opening and its close. An
+ * outbound opening makes them while its handshake waits on the network (makeChannelParts), so that less is left to
+ * do once the peer has answered. `E`: other errors the opener reports through `opened`.
+ */
+export interface ChannelParts<E = never> {
+  readonly outbox: Queue.Queue<OutboxItem>
+  readonly closed: Deferred.Deferred<CloseReason>
+  /** The channel kept once the first trust phase decided, or why it closed first (see ChannelRuntime.opened). */
+  readonly opened: Deferred.Deferred<PeerChannel, CloseReason | E>
+}
+
+export const makeChannelParts = <E = never>(outboxCapacity: number): Effect.Effect<ChannelParts<E>> =>
   Effect.gen(function* () {
-    const outbox = yield* Queue.bounded<OutboxItem>(deps.outboxCapacity)
+    return {
+      outbox: yield* Queue.bounded<OutboxItem>(outboxCapacity),
+      closed: yield* Deferred.make<CloseReason>(),
+      opened: yield* Deferred.make<PeerChannel, CloseReason | E>()
+    }
+  })
+
+export const makePeerChannel = <E = never>(info: ChannelInfo, deps: ChannelDeps, parts?: ChannelParts<E>) =>
+  Effect.gen(function* () {
+    const { outbox, closed, opened } = parts ?? (yield* makeChannelParts<E>(deps.outboxCapacity))
     // the state is a plain value; its changes go to a PubSub made on the first subscription (most channels have none)
     let current: ChannelState = "handshaking"
     let changesHub: PubSub.PubSub<ChannelState> | undefined
-    const closed = yield* Deferred.make<CloseReason>()
-    const opened = yield* Deferred.make<PeerChannel, CloseReason>()
     const counters = deps.counters
     let trusted = false
     // the trust a reconnecting channel had before the drop: what it accepts into its outbox meanwhile
@@ -350,30 +369,58 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           )
     )
 
-    const writer = (current: Link) =>
-      Effect.gen(function* () {
-        while (true) {
-          if (inFlight.length === 0) inFlight = yield* nextBatch
-          // a Disconnect ends the batch: what follows it is never sent and is reported as undelivered
-          const cut = inFlight.findIndex((i) => i.disconnect !== undefined)
-          const batch = cut < 0 ? inFlight : inFlight.slice(0, cut + 1)
-          // one socket write per batch: heads laid out in one buffer, large attachments passed through uncopied
-          let bytes = 0
-          for (const i of batch) bytes += i.frame.size
-          const frames = layoutFrames(batch.map((i) => i.frame))
-          yield* current.write(frames)
+    /**
+     * Writes the next batch of what is in flight, in one socket write; false once a Disconnect in it ended the link
+     * (what follows it is never sent and is reported as undelivered).
+     */
+    const writeBatch = (current: Link) =>
+      Effect.suspend(() => {
+        const cut = inFlight.findIndex((i) => i.disconnect !== undefined)
+        const batch = cut < 0 ? inFlight : inFlight.slice(0, cut + 1)
+        // heads laid out in one buffer, large attachments passed through uncopied
+        let bytes = 0
+        for (const i of batch) bytes += i.frame.size
+        return Effect.map(current.write(layoutFrames(batch.map((i) => i.frame))), () => {
           counters.framesOut += batch.length
           counters.writesOut++
           counters.bytesOut += bytes
           for (const i of batch) if (i.written !== undefined) Deferred.unsafeDone(i.written, Exit.void)
           inFlight = cut < 0 ? [] : inFlight.slice(cut + 1)
-          if (cut >= 0) {
-            closeRequested = new LocalClose({ reason: batch[cut]!.disconnect! })
-            current.end(closeRequested)
-            return
-          }
+          if (cut < 0) return true
+          closeRequested = new LocalClose({ reason: batch[cut]!.disconnect! })
+          current.end(closeRequested)
+          return false
+        })
+      })
+
+    const writer = (current: Link) =>
+      Effect.gen(function* () {
+        while (true) {
+          if (inFlight.length === 0) inFlight = yield* nextBatch
+          if (!(yield* writeBatch(current))) return
         }
       }).pipe(Effect.catchAll((e) => Effect.sync(() => current.end(e))))
+
+    /**
+     * Right after the channel opened: writes what is queued by then in this fiber, then starts the writer's. The
+     * opener runs first (this fiber yields), so the packets it sends at once leave without waiting for a fiber to be
+     * started, and their senders resume before that fiber is started. Returns the writer's fiber, or undefined when
+     * the link ended meanwhile.
+     */
+    const startWriting = (current: Link) =>
+      Effect.gen(function* () {
+        yield* Effect.yieldNow()
+        if (inFlight.length === 0) inFlight = Chunk.toArray(yield* Queue.takeUpTo(outbox, 1024))
+        if (inFlight.length > 0) {
+          const more = yield* writeBatch(current).pipe(
+            Effect.catchAll((e) => Effect.sync(() => (current.end(e), false)))
+          )
+          if (!more) return undefined
+          // the senders just resumed run before the writer's fiber is started
+          yield* Effect.yieldNow()
+        }
+        return yield* Effect.fork(writer(current))
+      })
 
     /**
      * Gates and publishes what the link decoded. Until the trust phase has decided, application packets are held
@@ -525,7 +572,7 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           if (phase.held.length === 0) phase.decided = true
           else current.inbox.unsafeOffer(TRUST_DECIDED)
           yield* Deferred.succeed(opened, channel)
-          writing = yield* Effect.fork(writer(current))
+          writing = yield* startWriting(current)
           return { reason: yield* processed, opened: true }
         }).pipe(
           Effect.ensuring(
@@ -608,5 +655,5 @@ export const makePeerChannel = (info: ChannelInfo, deps: ChannelDeps) =>
           )
       )
 
-    return { channel, run, opened: Deferred.await(opened) } satisfies ChannelRuntime
+    return { channel, run, opened: Deferred.await(opened) } satisfies ChannelRuntime<E>
   })

@@ -3,17 +3,17 @@
  * incoming-peer policy (blocked peers, self-connections, queue- or event-based placement, the trust handshake).
  * Everything it opens belongs to the layer's scope.
  */
-import { Context, Deferred, Effect, Exit, FiberSet, Layer, Queue, Ref, Schedule } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, FiberSet, Layer, Queue, Ref, Schedule } from "effect"
 import type { Scope } from "effect"
 import type * as net from "node:net"
-import type { ByteStream } from "../actors/Connection.js"
-import { connectTcp, sharedAttempts, socketStream, withDeadline } from "../actors/Connection.js"
+import type { ByteStream, Connecting } from "../actors/Connection.js"
+import { connectTcp, makeDeadlines, sharedAttempts, socketStream } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
 import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
 import type { ChannelCounters } from "../actors/Link.js"
 import { listenTcp } from "../actors/Listener.js"
-import type { ChannelDeps, ChannelRuntime, ChannelState, PeerChannel } from "../actors/PeerChannel.js"
-import { makePeerChannel } from "../actors/PeerChannel.js"
+import type { ChannelDeps, ChannelParts, ChannelRuntime, ChannelState, PeerChannel } from "../actors/PeerChannel.js"
+import { makeChannelParts, makePeerChannel } from "../actors/PeerChannel.js"
 import type {
   ChannelClosed,
   CloseReason,
@@ -38,7 +38,7 @@ import type { NodeId } from "../schema/ids.js"
 import type { Packet } from "../schema/packets.js"
 import { encodeFrame } from "../schema/wire.js"
 import { IncomingTrust } from "./IncomingTrust.js"
-import { annotateFiber, Category } from "./Logging.js"
+import { annotateFiber, Category, timedSpan } from "./Logging.js"
 import { NodeIdentity } from "./NodeIdentity.js"
 import { PacketInbox } from "./PacketInbox.js"
 import { NetworkEvent, PeerRegistry } from "./PeerRegistry.js"
@@ -149,6 +149,8 @@ const make = Effect.gen(function* () {
   const keyCounter = yield* Ref.make(0)
   const pending = yield* Queue.bounded<PendingPeer>(trust.policy.incomingQueueCapacity)
   const dialing = yield* sharedAttempts<PeerChannel, DialError>()
+  // every opening's deadline, kept by one fiber
+  const deadlines = yield* makeDeadlines()
   const placement = trust.policy.incomingPeerPlacement
 
   const listening = settings.listen
@@ -183,20 +185,22 @@ const make = Effect.gen(function* () {
   /** Opens an accepted connection, bounded by the handshake timeout. */
   const openAccepted = (stream: ByteStream, counters: ChannelCounters) =>
     establishOn(stream, "responder", counters).pipe(
-      withDeadline(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
+      deadlines.bound(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
       Effect.onError(() => stream.destroy)
     )
 
   /**
-   * Dials and opens a connection. The opening starts before the TCP connect completes (its first bytes leave as soon
+   * Opens a dialled connection. The opening starts before the TCP connect completes (its first bytes leave as soon
    * as it does); a failure before the connect is a DialFailed, as is a connect that takes longer than its timeout.
    */
+  const openDialled = (connecting: Connecting, counters: ChannelCounters, expectedPeer?: NodeId) =>
+    establishOn(connecting.stream, "initiator", counters, expectedPeer).pipe(
+      connecting.bounded(settings.connectTimeoutMillis, settings.handshakeTimeoutMillis, handshakeTimeout),
+      Effect.onError(() => connecting.stream.destroy)
+    )
   const dialAndOpen = (address: string, port: number, counters: ChannelCounters, expectedPeer?: NodeId) =>
-    Effect.flatMap(connectTcp(address, port, clock), (connecting) =>
-      establishOn(connecting.stream, "initiator", counters, expectedPeer).pipe(
-        connecting.bounded(settings.connectTimeoutMillis, settings.handshakeTimeoutMillis, handshakeTimeout),
-        Effect.onError(() => connecting.stream.destroy)
-      )
+    Effect.flatMap(connectTcp(address, port, deadlines), (connecting) =>
+      openDialled(connecting, counters, expectedPeer)
     )
 
   const refuse = (link: Link, reason: string) =>
@@ -269,18 +273,19 @@ const make = Effect.gen(function* () {
           Schedule.intersect(Schedule.recurs(settings.reconnectRetries))
         )
 
-  const makeChannel = (
+  const makeChannel = <E = never>(
     link: Link,
     counters: ChannelCounters,
     direction: "inbound" | "outbound",
     address: string,
     port: number,
-    profile?: Pick<ProfileLink, "trustPhase" | "redial">
+    profile?: Pick<ProfileLink, "trustPhase" | "redial">,
+    parts?: ChannelParts<E>
   ) =>
     Effect.gen(function* () {
       const key = yield* Ref.updateAndGet(keyCounter, (n) => n + 1)
       const remoteId = link.remoteHello.nodeId
-      return yield* makePeerChannel(
+      return yield* makePeerChannel<E>(
         {
           key,
           direction,
@@ -324,7 +329,8 @@ const make = Effect.gen(function* () {
             }),
           retrySchedule,
           counters
-        }
+        },
+        parts
       )
     })
 
@@ -366,24 +372,38 @@ const make = Effect.gen(function* () {
       return yield* rt.run(p.link)
     }).pipe(Effect.annotateLogs({ category: Category.Peers, address: `${p.address}:${p.port}` }))
 
+  /**
+   * One dial. Its connection runs in a fiber of its own from the start, which becomes the channel's: the channel is
+   * not handed to another fiber once the peer has answered. Its parts are made while the handshake waits on the
+   * network. The caller waits for the channel to open; interrupting it before then ends the attempt.
+   */
   const dialOnce = (address: string, port: number, expected: NodeId | undefined) =>
     Effect.gen(function* () {
       if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
       const counters = makeCounters(clock.unsafeCurrentTimeMillis())
-      const link = yield* dialAndOpen(address, port, counters, expected)
-      yield* screen(link)
-      if (expected !== undefined && link.remoteHello.nodeId !== expected) {
-        // a plain session cannot prove identity, but a Hello naming another node is still refused
-        yield* refuse(link, "not the node this connection was meant for")
-        return yield* new PeerIdentityMismatch({ expected, actual: link.remoteHello.nodeId })
-      }
-      const rt = yield* makeChannel(link, counters, "outbound", link.stream.remoteAddress, port)
-      run(Effect.zipRight(annotateFiber({ category: Category.Peers }), rt.run(link)))
-      return yield* rt.opened
-    }).pipe(
-      // nothing on this path logs (the channel's fiber annotates its own lines): no log annotations to set here
-      Effect.withSpan("PeerNetwork.dial", { attributes: { address, port }, captureStackTrace: false })
-    )
+      const connecting = yield* connectTcp(address, port, deadlines)
+      const parts = yield* makeChannelParts<DialError>(settings.outboxCapacity)
+      const connection = Effect.gen(function* () {
+        yield* annotateFiber({ category: Category.Peers })
+        const link = yield* openDialled(connecting, counters, expected)
+        yield* screen(link)
+        if (expected !== undefined && link.remoteHello.nodeId !== expected) {
+          // a plain session cannot prove identity, but a Hello naming another node is still refused
+          yield* refuse(link, "not the node this connection was meant for")
+          return yield* new PeerIdentityMismatch({ expected, actual: link.remoteHello.nodeId })
+        }
+        const rt = yield* makeChannel(link, counters, "outbound", link.stream.remoteAddress, port, undefined, parts)
+        // from here the channel reports through `opened` itself
+        yield* rt.run(link)
+      }).pipe(Effect.catchAll((e) => Deferred.fail(parts.opened, e)))
+      const fiber = run(connection)
+      return yield* Deferred.await(parts.opened).pipe(
+        // given up before the channel opened: the attempt ends (an opened channel lives on)
+        Effect.onInterrupt(() =>
+          Effect.flatMap(Deferred.isDone(parts.opened), (done) => (done ? Effect.void : Fiber.interrupt(fiber)))
+        )
+      )
+    }).pipe(timedSpan("PeerNetwork.dial", { address, port }))
 
   const dial = (address: string, port: number, options: DialOptions = {}): Effect.Effect<PeerChannel, DialError> =>
     Effect.gen(function* () {
@@ -460,12 +480,7 @@ const make = Effect.gen(function* () {
       }
       yield* link.admit
       return link
-    }).pipe(
-      Effect.withSpan("PeerNetwork.accept", {
-        attributes: { address: stream.remoteAddress, port: stream.remotePort },
-        captureStackTrace: false
-      })
-    )
+    }).pipe(timedSpan("PeerNetwork.accept", { address: stream.remoteAddress, port: stream.remotePort }))
 
   yield* Effect.logInfo(`node ${keys.id} listening on ${listening.host}:${listenPort}`).pipe(
     Effect.annotateLogs({ category: Category.Peers })
