@@ -788,6 +788,49 @@ describe("NoiseSession: rekeying", () => {
   })
 })
 
+describe("NoiseSession: concurrent writers", () => {
+  it.scopedLive(
+    "small writes racing a multi-round one over a socket: every write arrives whole, none inside another, all authentic",
+    () =>
+      Effect.gen(function* () {
+        const [ra, rb] = yield* upgradeBoth(
+          noiseSession(generateKeys(), settingsFor),
+          noiseSession(generateKeys(), settingsFor)
+        )
+        if (Either.isLeft(ra) || Either.isLeft(rb)) return assert.fail("handshake failed")
+        // a payload of several rounds (it takes the transport's lock) started between 64 small records (each sealed and
+        // handed to the socket in one step while no write holds the lock, else queued behind it), all at once
+        const large = crypto.randomBytes(16 * 1024 * 1024)
+        const records = Array.from({ length: 64 }, (_, i) => Buffer.from(`<record ${String(i).padStart(4, "0")}>`))
+        const total = large.length + records.reduce((n, r) => n + r.length, 0)
+        const data: Array<Buffer> = []
+        let received = 0
+        const all = yield* Deferred.make<void, ConnectionLost>()
+        rb.right.receive({
+          onData: (chunk) => {
+            data.push(Buffer.from(chunk))
+            received += chunk.length
+            if (received >= total) Deferred.unsafeDone(all, Effect.void)
+          },
+          // a message failing authentication ends the stream: the test fails with why
+          onEnd: (reason) => Deferred.unsafeDone(all, Effect.fail(reason))
+        })
+        const small = records.map((r) => ra.right.write([r]))
+        yield* Effect.all([...small.slice(0, 32), ra.right.write([large]), ...small.slice(32)], {
+          concurrency: "unbounded",
+          discard: true
+        })
+        yield* Deferred.await(all).pipe(Effect.timeoutFail({ duration: "20 seconds", onTimeout: () => "timed out" }))
+        const got = Buffer.concat(data)
+        assert.strictEqual(got.length, total)
+        const at = got.indexOf(large)
+        assert.isAtLeast(at, 0, "the large payload arrived in one piece")
+        const rest = Buffer.concat([got.subarray(0, at), got.subarray(at + large.length)]).toString("latin1")
+        for (const r of records) assert.strictEqual(rest.split(r.toString("latin1")).length, 2, `${r} once, whole`)
+      })
+  )
+})
+
 describe("NoiseSession: transport chunking", () => {
   const writes = fc.array(fc.array(fc.integer({ min: 0, max: 150_000 }), { minLength: 1, maxLength: 6 }), {
     minLength: 1,

@@ -29,6 +29,14 @@ export interface ByteStream {
    */
   readonly write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
   /**
+   * Optional: as `write`, but the chunks are handed to the socket during this call, in order with every earlier
+   * hand-over; the Effect returned waits until the kernel has them. Lets a caller write atomically with work of its
+   * own (the Noise transport seals and hands over a message in one step, so no lock keeps nonces in order).
+   * socketStream sets it as a non-enumerable property, so a stream made by spreading another and replacing `write`
+   * does not have it.
+   */
+  readonly writeNow?: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost>
+  /**
    * Installs the receiver. Bytes that arrived while no receiver was installed are delivered first. Passing
    * `undefined` detaches the current one; `unread` bytes are then held for the next receiver.
    */
@@ -80,7 +88,30 @@ export const socketStream = (
     ended = new ConnectionLost({ detail: lastError ? lastError.message : "closed by peer" })
     receiver?.onEnd(ended)
   })
-  return {
+  const writeNow = (chunks: ReadonlyArray<Uint8Array>): Effect.Effect<void, ConnectionLost> => {
+    if (socket.destroyed || !socket.writable) return Effect.fail(new ConnectionLost({ detail: "socket is closed" }))
+    let outcome: Effect.Effect<void, ConnectionLost> | undefined
+    let waiting: ((outcome: Effect.Effect<void, ConnectionLost>) => void) | undefined
+    const done = (e?: Error | null) => {
+      outcome = e ? Effect.fail(new ConnectionLost({ detail: e.message })) : Effect.void
+      waiting?.(outcome)
+    }
+    if (chunks.length === 1) socket.write(chunks[0]!, done)
+    else {
+      socket.cork()
+      for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!)
+      socket.write(chunks[chunks.length - 1]!, done)
+      socket.uncork()
+    }
+    if (outcome !== undefined) return outcome
+    // the kernel took every byte during the call (the usual case): done now, not on the callback's later tick
+    if (socket.writableLength === 0 && !socket.destroyed) return Effect.void
+    return Effect.async<void, ConnectionLost>((resume) => {
+      if (outcome !== undefined) resume(outcome)
+      else waiting = resume
+    })
+  }
+  const stream: ByteStream = {
     get remoteAddress() {
       peerName()
       return remoteAddress ?? dialled?.address ?? "unknown"
@@ -89,30 +120,7 @@ export const socketStream = (
       peerName()
       return remotePort ?? dialled?.port ?? 0
     },
-    write: (chunks) =>
-      Effect.suspend(() => {
-        if (socket.destroyed || !socket.writable) return Effect.fail(new ConnectionLost({ detail: "socket is closed" }))
-        let outcome: Effect.Effect<void, ConnectionLost> | undefined
-        let waiting: ((outcome: Effect.Effect<void, ConnectionLost>) => void) | undefined
-        const done = (e?: Error | null) => {
-          outcome = e ? Effect.fail(new ConnectionLost({ detail: e.message })) : Effect.void
-          waiting?.(outcome)
-        }
-        if (chunks.length === 1) socket.write(chunks[0]!, done)
-        else {
-          socket.cork()
-          for (let i = 0; i < chunks.length - 1; i++) socket.write(chunks[i]!)
-          socket.write(chunks[chunks.length - 1]!, done)
-          socket.uncork()
-        }
-        if (outcome !== undefined) return outcome
-        // the kernel took every byte during the call (the usual case): done now, not on the callback's later tick
-        if (socket.writableLength === 0 && !socket.destroyed) return Effect.void
-        return Effect.async<void, ConnectionLost>((resume) => {
-          if (outcome !== undefined) resume(outcome)
-          else waiting = resume
-        })
-      }),
+    write: (chunks) => Effect.suspend(() => writeNow(chunks)),
     receive: (r, unread) => {
       receiver = r
       if (r === undefined) {
@@ -138,6 +146,10 @@ export const socketStream = (
     }),
     bytesWritten: () => socket.bytesWritten
   }
+  // not enumerable: a wrapper made by spreading this stream and replacing `write` does not inherit a hand-over that
+  // would go around its own write
+  Object.defineProperty(stream, "writeNow", { value: writeNow, enumerable: false })
+  return stream
 }
 
 /**

@@ -120,21 +120,25 @@ export interface EstablishOptions {
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function* () {
-    // the Hello is ready before the session's handshake, so it leaves the moment the session is up; it holds only
-    // this node's own values, so it is built without validation
-    const localHello = Hello.make(
-      {
-        version: PROTOCOL_VERSION,
-        network: opts.settings.network,
-        nodeId: opts.keys.id,
-        publicKey: Buffer.from(opts.keys.publicKey).toString("base64"),
-        nonce: crypto.randomBytes(32).toString("base64"),
-        listenPort: opts.listenPort as Hello["listenPort"]
-      },
-      true
-    )
-    const helloFrame = encodeFrame(localHello)
-    const inbox = yield* Queue.unbounded<InboxItem>()
+    // the initiator's Hello is ready before the session's handshake, so it leaves the moment the session is up; the
+    // responder's is made after it (it is sent only on admission, and the remote's first message should not wait
+    // for it). It holds only this node's own values, so it is built without validation.
+    const makeHello = () => {
+      const hello = Hello.make(
+        {
+          version: PROTOCOL_VERSION,
+          network: opts.settings.network,
+          nodeId: opts.keys.id,
+          publicKey: Buffer.from(opts.keys.publicKey).toString("base64"),
+          nonce: crypto.randomBytes(32).toString("base64"),
+          listenPort: opts.listenPort as Hello["listenPort"]
+        },
+        true
+      )
+      return { hello, frame: encodeFrame(hello) }
+    }
+    const early = role === "initiator" ? makeHello() : undefined
+    const earlyInbox = role === "initiator" ? yield* Queue.unbounded<InboxItem>() : undefined
     const clock = yield* Effect.clock
     const own = preamble(PROTOCOL_VERSION, opts.secure.name)
     const secured = yield* opts.secure.upgrade(stream, role, {
@@ -142,6 +146,8 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       remotePreamble: checkPreamble(stream, opts.secure.name, own),
       ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
     })
+    const { hello: localHello, frame: helloFrame } = early ?? makeHello()
+    const inbox = earlyInbox ?? (yield* Queue.unbounded<InboxItem>())
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
     const sendHello = secured.write([helloFrame])
     // the initiator introduces itself first; the responder answers only once it has admitted the initiator

@@ -38,6 +38,8 @@ const PROOF_LABEL = Buffer.from("effect-p2pnet network key proof v1:")
 const PAYLOAD_VERSION = 1
 
 interface Handshake {
+  /** The ephemeral key pair; made by the first message that sends it unless set before. */
+  e: StaticKeyPair | null
   readonly initialise: (prologue: Uint8Array) => void
   readonly send: (payload?: Uint8Array) => Buffer
   readonly recv: (message: Uint8Array) => Buffer
@@ -166,6 +168,16 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
   const verified = new Map<string, NodeId>()
   const rekeyInterval = options.rekeyInterval ?? 2 ** 20
   const timeout = options.handshakeTimeoutMillis
+  // one ephemeral key pair made ahead, while a handshake waits on the network, so the next handshake need not make
+  // its own before its first message; each is used by one handshake only (which erases it when done)
+  let spare: StaticKeyPair | undefined
+  const takeEphemeral = (noise: Handshake) => {
+    noise.e = spare ?? curve.generateKeyPair()
+    spare = undefined
+  }
+  const makeSpare = () => {
+    spare ??= curve.generateKeyPair()
+  }
 
   /** The remote's identity from its payload, or why it is not acceptable. */
   const check = (
@@ -239,9 +251,11 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
       yield* step(() => noise.initialise(Buffer.alloc(0)))
 
       if (role === "initiator") {
+        takeEphemeral(noise)
         const m1 = yield* step(() => noise.send())
         // the preamble and message 1 leave together; the remote's preamble is checked before reading message 2
         yield* stream.write([opening.preamble, ...message(m1)])
+        makeSpare()
         const h1 = Buffer.from(noise.getHandshakeHash())
         const theirs = check(decodePayload(yield* recvFirst(true)), noise.rs, "responder", h1)
         const m3 = yield* step(() =>
@@ -253,10 +267,12 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
       // the responder has nothing to say before message 1: its preamble goes with message 2, in one write
       yield* recvFirst(false)
       const h1 = Buffer.from(noise.getHandshakeHash())
+      takeEphemeral(noise)
       const m2 = yield* step(() =>
         noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "responder", h1)))
       )
       yield* stream.write([opening.preamble, ...message(m2)])
+      makeSpare()
       const theirs = check(decodePayload(yield* recv), noise.rs, "initiator", h1)
       return "problem" in theirs ? yield* refuse(theirs.problem, []) : transportFor(theirs.peer, [])
     })

@@ -324,7 +324,21 @@ export const secureTransport = (
     remoteAddress: stream.remoteAddress,
     remotePort: stream.remotePort,
     write: (chunks) =>
-      locked(Effect.suspend(() => (ended !== undefined ? Effect.fail(ended) : writeRounds(plan(chunks), 0)))),
+      Effect.suspend(() => {
+        if (ended !== undefined) return Effect.fail(ended)
+        const planned = plan(chunks)
+        const handOver = stream.writeNow
+        // the usual case, one round while no other write is under way: sealed and handed to the socket in this one
+        // step, which no other writer can come between, so no lock is needed to keep the nonces in order
+        if (!writing && handOver !== undefined && planned.length <= ROUND_MESSAGES) {
+          const messages = planned.map((m) => tx.seal(m.pieces, m.size, take))
+          const first = leading
+          leading = []
+          if (first.length === 0 && messages.length === 0) return Effect.void
+          return Effect.map(handOver(first.length === 0 ? messages : [...first, ...messages]), () => recycle(messages))
+        }
+        return locked(Effect.suspend(() => (ended !== undefined ? Effect.fail(ended) : writeRounds(planned, 0))))
+      }),
     receive: (r, unread) => {
       receiver = r
       if (r === undefined) {
