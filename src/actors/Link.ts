@@ -122,7 +122,8 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
   Effect.gen(function* () {
     // the initiator's Hello is ready before the session's handshake, so it leaves the moment the session is up; the
     // responder's is made after it (it is sent only on admission, and the remote's first message should not wait
-    // for it). It holds only this node's own values, so it is built without validation.
+    // for it). It holds only this node's own values, so it is built without validation. The inbox is made first:
+    // cheap, and the remote's first message arrives later than this.
     const makeHello = () => {
       const hello = Hello.make(
         {
@@ -138,7 +139,7 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       return { hello, frame: encodeFrame(hello) }
     }
     const early = role === "initiator" ? makeHello() : undefined
-    const earlyInbox = role === "initiator" ? yield* Queue.unbounded<InboxItem>() : undefined
+    const inbox = yield* Queue.unbounded<InboxItem>()
     const clock = yield* Effect.clock
     const own = preamble(PROTOCOL_VERSION, opts.secure.name)
     const secured = yield* opts.secure.upgrade(stream, role, {
@@ -147,7 +148,6 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
     })
     const { hello: localHello, frame: helloFrame } = early ?? makeHello()
-    const inbox = earlyInbox ?? (yield* Queue.unbounded<InboxItem>())
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
     const sendHello = secured.write([helloFrame])
     // the initiator introduces itself first; the responder answers only once it has admitted the initiator

@@ -304,12 +304,7 @@ const make = Effect.gen(function* () {
           canReceive: trust.canReceive,
           trustPhase: profile?.trustPhase ?? trustPhase,
           publishPackets: (batch) => Effect.zipRight(inbox.route(batch), registry.publishPackets(batch)),
-          register: (channel, trusted) =>
-            Effect.gen(function* () {
-              const blocked =
-                (yield* registry.isBlockedId(channel.remoteId)) || (yield* registry.isBlockedAddress(channel.address))
-              return blocked ? undefined : yield* registry.register(channel, trusted)
-            }),
+          register: registry.register,
           inboxCapacity: settings.inboxCapacity,
           onState,
           redial:

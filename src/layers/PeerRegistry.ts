@@ -56,9 +56,10 @@ export class PeerRegistry extends Context.Tag("effect-p2pnet/PeerRegistry")<
      * Registers a channel after its trust phase and returns the one that survives. When a channel to the same node
      * exists, the one initiated by the smaller NodeId is kept; between two opened by the same node, the one registered
      * later. A channel that is not trusted never displaces a trusted one (its NodeId may be unproven). A replaced
-     * channel is closed with reason "duplicate channel: keeping the one initiated by <id>".
+     * channel is closed with reason "duplicate channel: keeping the one initiated by <id>". Returns undefined, and
+     * registers nothing, when the channel's NodeId or address is blocked (checked in the same step as the change).
      */
-    readonly register: (channel: PeerChannel, trusted: boolean) => Effect.Effect<PeerChannel>
+    readonly register: (channel: PeerChannel, trusted: boolean) => Effect.Effect<PeerChannel | undefined>
     readonly unregister: (channel: PeerChannel) => Effect.Effect<void>
     readonly isBlockedAddress: (address: string) => Effect.Effect<boolean>
     readonly isBlockedId: (id: string) => Effect.Effect<boolean>
@@ -140,26 +141,34 @@ const make = (options: { readonly packetBuffer?: number }) =>
 
     const register = (channel: PeerChannel, trusted: boolean) =>
       Effect.gen(function* () {
-        const [winner, loser] = yield* Ref.modify(state, (s) => {
-          const existing = s.channels.get(channel.remoteId)
-          if (existing === channel) return [[channel, undefined] as const, s] as const
-          const keepNew =
-            existing === undefined ||
-            existing.isClosed() ||
-            (existing.isTrusted() && !trusted
-              ? false
-              : existing.initiatorId === channel.initiatorId || channel.initiatorId < existing.initiatorId)
-          if (!keepNew) return [[existing, undefined] as const, s] as const
-          const channels = new Map(s.channels)
-          channels.set(channel.remoteId, channel)
-          return [[channel, existing] as const, { ...s, channels }] as const
-        })
+        const [winner, loser, known] = yield* Ref.modify(
+          state,
+          (
+            s
+          ): readonly [readonly [PeerChannel | undefined, PeerChannel | undefined, PeerAddress | undefined], State] => {
+            if (s.blockedIds.has(channel.remoteId) || s.blockedAddresses.has(channel.address)) {
+              return [[undefined, undefined, undefined], s]
+            }
+            const existing = s.channels.get(channel.remoteId)
+            const known = s.known.get(channel.remoteId)
+            if (existing === channel) return [[channel, undefined, known], s]
+            const keepNew =
+              existing === undefined ||
+              existing.isClosed() ||
+              (existing.isTrusted() && !trusted
+                ? false
+                : existing.initiatorId === channel.initiatorId || channel.initiatorId < existing.initiatorId)
+            if (!keepNew) return [[existing, undefined, undefined], s]
+            const channels = new Map(s.channels)
+            channels.set(channel.remoteId, channel)
+            return [[channel, existing, known], { ...s, channels }]
+          }
+        )
         if (loser !== undefined && !loser.isClosed()) {
           // close sends a Disconnect and ends the loser's link; it does not wait for the loser's fiber
-          yield* loser.close(`duplicate channel: keeping the one initiated by ${winner.initiatorId}`)
+          yield* loser.close(`duplicate channel: keeping the one initiated by ${channel.initiatorId}`)
         }
         // a peer already known at this address (a reconnect) needs no new entry: skipped without building one
-        const known = winner === channel ? (yield* Ref.get(state)).known.get(channel.remoteId) : undefined
         if (
           winner === channel &&
           (known === undefined || known.address !== channel.address || known.port !== channel.remoteListenPort)
