@@ -235,6 +235,15 @@ export const sharedAttempts = <A, E>() =>
         })
   )
 
+/**
+ * Resumes after the event loop's pending I/O callbacks have run (in its next check phase, not on a timer): work that
+ * can wait is put behind them, so a completed connect sends what waited for it first.
+ */
+export const afterPendingIo: Effect.Effect<void> = Effect.async<void>((resume) => {
+  const handle = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(handle))
+})
+
 /** "::ffff:127.0.0.1" (IPv4-mapped) is reported as "127.0.0.1". */
 export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a)
 

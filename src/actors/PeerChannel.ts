@@ -172,12 +172,15 @@ export interface ChannelParts<E = never> {
   readonly opened: Deferred.Deferred<PeerChannel, CloseReason | E>
 }
 
-export const makeChannelParts = <E = never>(outboxCapacity: number): Effect.Effect<ChannelParts<E>> =>
+export const makeChannelParts = <E = never>(
+  outboxCapacity: number,
+  opened?: Deferred.Deferred<PeerChannel, CloseReason | E>
+): Effect.Effect<ChannelParts<E>> =>
   Effect.gen(function* () {
     return {
       outbox: yield* Queue.bounded<OutboxItem>(outboxCapacity),
       closed: yield* Deferred.make<CloseReason>(),
-      opened: yield* Deferred.make<PeerChannel, CloseReason | E>()
+      opened: opened ?? (yield* Deferred.make<PeerChannel, CloseReason | E>())
     }
   })
 

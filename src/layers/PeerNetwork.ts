@@ -7,7 +7,7 @@ import { Context, Deferred, Effect, Exit, Fiber, FiberSet, Layer, Queue, Ref, Sc
 import type { Scope } from "effect"
 import type * as net from "node:net"
 import type { ByteStream, Connecting } from "../actors/Connection.js"
-import { connectTcp, makeDeadlines, sharedAttempts, socketStream } from "../actors/Connection.js"
+import { afterPendingIo, connectTcp, makeDeadlines, sharedAttempts, socketStream } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
 import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
 import type { ChannelCounters } from "../actors/Link.js"
@@ -182,11 +182,14 @@ const make = Effect.gen(function* () {
     })
   const handshakeTimeout = () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
 
-  /** Opens an accepted connection, bounded by the handshake timeout. */
+  /**
+   * Opens an accepted connection, bounded by the handshake timeout. A failure destroys the socket; so does the layer's
+   * close (the listener destroys every socket it accepted), the only thing that interrupts an accepted connection.
+   */
   const openAccepted = (stream: ByteStream, counters: ChannelCounters) =>
     establishOn(stream, "responder", counters).pipe(
       deadlines.bound(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
-      Effect.onError(() => stream.destroy)
+      Effect.tapError(() => stream.destroy)
     )
 
   /**
@@ -377,7 +380,9 @@ const make = Effect.gen(function* () {
       if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
       const counters = makeCounters(clock.unsafeCurrentTimeMillis())
       const connecting = yield* connectTcp(address, port, deadlines)
-      const parts = yield* makeChannelParts<DialError>(settings.outboxCapacity)
+      const opened = yield* Deferred.make<PeerChannel, DialError>()
+      // the channel's other parts are made once the connection's fiber waits for the peer (below)
+      const later: { parts?: ChannelParts<DialError> } = {}
       const connection = Effect.gen(function* () {
         yield* annotateFiber({ category: Category.Peers })
         const link = yield* openDialled(connecting, counters, expected)
@@ -387,15 +392,20 @@ const make = Effect.gen(function* () {
           yield* refuse(link, "not the node this connection was meant for")
           return yield* new PeerIdentityMismatch({ expected, actual: link.remoteHello.nodeId })
         }
+        const parts = later.parts ?? (yield* makeChannelParts<DialError>(settings.outboxCapacity, opened))
         const rt = yield* makeChannel(link, counters, "outbound", link.stream.remoteAddress, port, undefined, parts)
         // from here the channel reports through `opened` itself
         yield* rt.run(link)
-      }).pipe(Effect.catchAll((e) => Deferred.fail(parts.opened, e)))
+      }).pipe(Effect.catchAll((e) => Deferred.fail(opened, e)))
       const fiber = run(connection)
-      return yield* Deferred.await(parts.opened).pipe(
+      // the connection's fiber now waits for the peer; its first bytes leave when the connect completes, which this
+      // lets happen before the rest is made
+      yield* afterPendingIo
+      later.parts = yield* makeChannelParts<DialError>(settings.outboxCapacity, opened)
+      return yield* Deferred.await(opened).pipe(
         // given up before the channel opened: the attempt ends (an opened channel lives on)
         Effect.onInterrupt(() =>
-          Effect.flatMap(Deferred.isDone(parts.opened), (done) => (done ? Effect.void : Fiber.interrupt(fiber)))
+          Effect.flatMap(Deferred.isDone(opened), (done) => (done ? Effect.void : Fiber.interrupt(fiber)))
         )
       )
     }).pipe(timedSpan("PeerNetwork.dial", { address, port }))
