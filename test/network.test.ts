@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Option, Stream } from "effect"
+import { Deferred, Effect, Fiber, Option, Stream } from "effect"
+import * as net from "node:net"
 import { message, packetsFrom, startNode, waitFor } from "./support/nodes.js"
 
 describe("PeerNetwork", () => {
@@ -67,6 +68,32 @@ describe("PeerNetwork", () => {
       assert.strictEqual(after.framesOut - before.framesOut, 2000)
       // the writer takes up to 1024 queued packets per write
       assert.isAtMost(after.writesOut - before.writesOut, 4)
+    })
+  )
+
+  it.scoped("a dial interrupted before the peer answers ends its attempt: its socket closes, no channel remains", () =>
+    Effect.gen(function* () {
+      const a = yield* startNode()
+      const accepted = yield* Deferred.make<void>()
+      const closed = yield* Deferred.make<void>()
+      // a peer that accepts and never answers the handshake
+      const silent = yield* Effect.acquireRelease(
+        Effect.async<net.Server>((resume) => {
+          const server = net.createServer((socket) => {
+            socket.on("error", () => {})
+            socket.on("close", () => Deferred.unsafeDone(closed, Effect.void))
+            Deferred.unsafeDone(accepted, Effect.void)
+          })
+          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+        }),
+        (server) => Effect.sync(() => server.close())
+      )
+      const dialing = yield* Effect.fork(a.dial("127.0.0.1", (silent.address() as net.AddressInfo).port))
+      yield* Deferred.await(accepted)
+      yield* Fiber.interrupt(dialing)
+      // the node's handshake deadline runs on the TestClock here, so only the interruption can close the socket
+      yield* Deferred.await(closed)
+      assert.lengthOf(yield* a.channels, 0)
     })
   )
 })

@@ -376,39 +376,47 @@ const make = Effect.gen(function* () {
    * network. The caller waits for the channel to open; interrupting it before then ends the attempt.
    */
   const dialOnce = (address: string, port: number, expected: NodeId | undefined) =>
-    Effect.gen(function* () {
-      if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
-      const counters = makeCounters(clock.unsafeCurrentTimeMillis())
-      const connecting = yield* connectTcp(address, port, deadlines)
-      const opened = yield* Deferred.make<PeerChannel, DialError>()
-      // the channel's other parts are made once the connection's fiber waits for the peer (below)
-      const later: { parts?: ChannelParts<DialError> } = {}
-      const connection = Effect.gen(function* () {
-        yield* annotateFiber({ category: Category.Peers })
-        const link = yield* openDialled(connecting, counters, expected)
-        yield* screen(link)
-        if (expected !== undefined && link.remoteHello.nodeId !== expected) {
-          // a plain session cannot prove identity, but a Hello naming another node is still refused
-          yield* refuse(link, "not the node this connection was meant for")
-          return yield* new PeerIdentityMismatch({ expected, actual: link.remoteHello.nodeId })
-        }
-        const parts = later.parts ?? (yield* makeChannelParts<DialError>(settings.outboxCapacity, opened))
-        const rt = yield* makeChannel(link, counters, "outbound", link.stream.remoteAddress, port, undefined, parts)
-        // from here the channel reports through `opened` itself
-        yield* rt.run(link)
-      }).pipe(Effect.catchAll((e) => Deferred.fail(opened, e)))
-      const fiber = run(connection)
-      // the connection's fiber now waits for the peer; its first bytes leave when the connect completes, which this
-      // lets happen before the rest is made
-      yield* afterPendingIo
-      later.parts = yield* makeChannelParts<DialError>(settings.outboxCapacity, opened)
-      return yield* Deferred.await(opened).pipe(
-        // given up before the channel opened: the attempt ends (an opened channel lives on)
-        Effect.onInterrupt(() =>
-          Effect.flatMap(Deferred.isDone(opened), (done) => (done ? Effect.void : Fiber.interrupt(fiber)))
+    // interruptible only while waiting: a socket made is always either handed to the connection's fiber or destroyed
+    Effect.uninterruptibleMask((restore) =>
+      Effect.gen(function* () {
+        if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
+        const counters = makeCounters(clock.unsafeCurrentTimeMillis())
+        // interrupted while it waits, it destroys the socket it started
+        const connecting = yield* restore(connectTcp(address, port, deadlines))
+        const opened = yield* Deferred.make<PeerChannel, DialError>()
+        // the channel's other parts are made once the connection's fiber waits for the peer (below)
+        const later: { parts?: ChannelParts<DialError> } = {}
+        const connection = Effect.gen(function* () {
+          yield* annotateFiber({ category: Category.Peers })
+          const link = yield* openDialled(connecting, counters, expected)
+          yield* screen(link)
+          if (expected !== undefined && link.remoteHello.nodeId !== expected) {
+            // a plain session cannot prove identity, but a Hello naming another node is still refused
+            yield* refuse(link, "not the node this connection was meant for")
+            return yield* new PeerIdentityMismatch({ expected, actual: link.remoteHello.nodeId })
+          }
+          const parts = later.parts ?? (yield* makeChannelParts<DialError>(settings.outboxCapacity, opened))
+          const rt = yield* makeChannel(link, counters, "outbound", link.stream.remoteAddress, port, undefined, parts)
+          // from here the channel reports through `opened` itself
+          yield* rt.run(link)
+        }).pipe(Effect.catchAll((e) => Deferred.fail(opened, e)))
+        const fiber = run(connection)
+        return yield* restore(
+          Effect.gen(function* () {
+            // the connection's fiber now waits for the peer; its first bytes leave when the connect completes, which
+            // this lets happen before the rest is made
+            yield* afterPendingIo
+            later.parts = yield* makeChannelParts<DialError>(settings.outboxCapacity, opened)
+            return yield* Deferred.await(opened)
+          })
+        ).pipe(
+          // given up before the channel opened: the attempt ends (an opened channel lives on)
+          Effect.onInterrupt(() =>
+            Effect.flatMap(Deferred.isDone(opened), (done) => (done ? Effect.void : Fiber.interrupt(fiber)))
+          )
         )
-      )
-    }).pipe(timedSpan("PeerNetwork.dial", { address, port }))
+      })
+    ).pipe(timedSpan("PeerNetwork.dial", { address, port }))
 
   const dial = (address: string, port: number, options: DialOptions = {}): Effect.Effect<PeerChannel, DialError> =>
     Effect.gen(function* () {
