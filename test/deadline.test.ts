@@ -1,11 +1,12 @@
 /**
  * withDeadline (src/actors/Connection.ts), the one timer that bounds a connection's opening: on the TestClock, an
  * opening that outlives it ends with the timeout error and its stream destroyed; one that finishes first keeps its
- * result, its stream, and leaves no timer behind.
+ * result, its stream, and leaves no timer behind. makeDeadlines, the same bound kept for many openings by one fiber:
+ * the same outcomes, a deadline that moves, and no timer left once none is pending.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Either, Fiber, TestClock } from "effect"
-import { readPrefix, withDeadline } from "../src/actors/Connection.js"
+import { Chunk, Clock, Deferred, Effect, Either, Fiber, TestClock } from "effect"
+import { makeDeadlines, readPrefix, withDeadline } from "../src/actors/Connection.js"
 import { memoryStream } from "./support/noise-streams.js"
 import { awaitSleepUntil } from "./support/test-clock.js"
 
@@ -68,6 +69,69 @@ describe("withDeadline", () => {
         assert.strictEqual(result.left._tag, "ConnectionLost")
         assert.include(result.left.message, "reset by peer")
       }
+    })
+  )
+})
+
+describe("makeDeadlines", () => {
+  /** An opening step only the peer can finish, bounded by a deadline of `deadlines` one second away. */
+  const keptStep = Effect.gen(function* () {
+    const deadlines = yield* makeDeadlines(50)
+    const m = memoryStream()
+    const fiber = yield* readPrefix(
+      m.stream,
+      () => 4,
+      (bytes) => bytes.toString("hex")
+    ).pipe(
+      deadlines.bound(m.stream, 1_000, () => new TimedOut()),
+      Effect.either,
+      Effect.fork
+    )
+    return { deadlines, m, fiber }
+  })
+
+  it.scoped("an opening still waiting at its deadline fails with the timeout error, its stream destroyed", () =>
+    Effect.gen(function* () {
+      const { m, fiber } = yield* keptStep
+      yield* awaitSleepUntil(50)
+      yield* TestClock.adjust("999 millis")
+      assert.isFalse(m.destroyed(), "not before the deadline")
+      yield* TestClock.adjust("1 millis")
+      const result = yield* Fiber.join(fiber)
+      assert.isTrue(Either.isLeft(result) && result.left instanceof TimedOut)
+      assert.isTrue(m.destroyed())
+    })
+  )
+
+  it.scoped(
+    "an opening that finishes first keeps its result and its stream; the keeper then waits without a timer",
+    () =>
+      Effect.gen(function* () {
+        const { m, fiber } = yield* keptStep
+        // the keeper is ticking for the pending deadline when the opening finishes
+        yield* awaitSleepUntil(50)
+        m.feed(Buffer.from([0xca, 0xfe, 0xba, 0xbe]))
+        assert.deepStrictEqual(yield* Fiber.join(fiber), Either.right("cafebabe"))
+        yield* TestClock.adjust("2 seconds")
+        assert.isFalse(m.destroyed())
+        assert.strictEqual(Chunk.size(yield* TestClock.sleeps()), 0, "no timer once nothing is pending")
+      })
+  )
+
+  it.scoped("a deadline that moves is met where it moved to", () =>
+    Effect.gen(function* () {
+      const deadlines = yield* makeDeadlines(50)
+      let due = 1_000
+      const fired = yield* Deferred.make<number>()
+      deadlines.add(
+        () => due,
+        Effect.flatMap(Clock.currentTimeMillis, (now) => Deferred.succeed(fired, now))
+      )
+      yield* awaitSleepUntil(50)
+      // moved earlier (as a dial's deadline does once it connects): met within one tick of the new time
+      due = 300
+      yield* TestClock.adjust("350 millis")
+      assert.strictEqual(yield* Deferred.await(fired), 300)
     })
   )
 })
