@@ -7,6 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Clock, Deferred, Effect, Either, Fiber, TestClock } from "effect"
 import { makeDeadlines, readPrefix, withDeadline } from "../src/actors/Connection.js"
+import type { ByteStream } from "../src/actors/Connection.js"
 import { memoryStream } from "./support/noise-streams.js"
 import { awaitSleepUntil } from "./support/test-clock.js"
 
@@ -14,36 +15,46 @@ class TimedOut {
   readonly _tag = "TimedOut"
 }
 
+type Bound = <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | TimedOut, R>
+
 /**
- * Starts an opening step that only the peer can finish (four bytes read from a memory stream) under a one-second
- * deadline, and returns once the deadline's timer sleeps.
+ * Starts an opening step that only the peer can finish (four bytes read from a memory stream) under the one-second
+ * deadline `bound` sets on its stream.
  */
-const boundedStep = Effect.gen(function* () {
-  const m = memoryStream()
-  const fiber = yield* readPrefix(
-    m.stream,
-    () => 4,
-    (bytes) => bytes.toString("hex")
-  ).pipe(
-    withDeadline(m.stream, 1_000, () => new TimedOut()),
-    Effect.either,
-    Effect.fork
-  )
-  yield* awaitSleepUntil(1_000)
-  return { m, fiber }
-})
+const stepUnder = (bound: (stream: ByteStream) => Bound) =>
+  Effect.gen(function* () {
+    const m = memoryStream()
+    const fiber = yield* readPrefix(
+      m.stream,
+      () => 4,
+      (bytes) => bytes.toString("hex")
+    ).pipe(bound(m.stream), Effect.either, Effect.fork)
+    return { m, fiber }
+  })
+
+/** The step under withDeadline, once the deadline's timer sleeps. */
+const boundedStep = Effect.tap(
+  stepUnder((stream) => withDeadline(stream, 1_000, () => new TimedOut())),
+  () => awaitSleepUntil(1_000)
+)
+
+/** The step is still waiting at 999 ms; at one second it fails with the timeout error and its stream is destroyed. */
+const expiresAtOneSecond = (step: Effect.Effect.Success<ReturnType<typeof stepUnder>>) =>
+  Effect.gen(function* () {
+    yield* TestClock.adjust("999 millis")
+    assert.isFalse(step.m.destroyed(), "not before the deadline")
+    yield* TestClock.adjust("1 millis")
+    const result = yield* Fiber.join(step.fiber)
+    assert.isTrue(Either.isLeft(result) && result.left instanceof TimedOut)
+    assert.isTrue(step.m.destroyed())
+  })
 
 describe("withDeadline", () => {
   it.scoped("a step still waiting when the time is up fails with the timeout error, and its stream is destroyed", () =>
     Effect.gen(function* () {
-      const { m, fiber } = yield* boundedStep
-      m.feed(Buffer.from([1, 2]))
-      yield* TestClock.adjust("999 millis")
-      assert.isFalse(m.destroyed(), "not before the deadline")
-      yield* TestClock.adjust("1 millis")
-      const result = yield* Fiber.join(fiber)
-      assert.isTrue(Either.isLeft(result) && result.left instanceof TimedOut)
-      assert.isTrue(m.destroyed())
+      const step = yield* boundedStep
+      step.m.feed(Buffer.from([1, 2]))
+      yield* expiresAtOneSecond(step)
     })
   )
 
@@ -74,32 +85,16 @@ describe("withDeadline", () => {
 })
 
 describe("makeDeadlines", () => {
-  /** An opening step only the peer can finish, bounded by a deadline of `deadlines` one second away. */
-  const keptStep = Effect.gen(function* () {
-    const deadlines = yield* makeDeadlines(50)
-    const m = memoryStream()
-    const fiber = yield* readPrefix(
-      m.stream,
-      () => 4,
-      (bytes) => bytes.toString("hex")
-    ).pipe(
-      deadlines.bound(m.stream, 1_000, () => new TimedOut()),
-      Effect.either,
-      Effect.fork
-    )
-    return { deadlines, m, fiber }
-  })
+  /** The step under a deadline kept by makeDeadlines. */
+  const keptStep = Effect.flatMap(makeDeadlines(50), (deadlines) =>
+    stepUnder((stream) => deadlines.bound(stream, 1_000, () => new TimedOut()))
+  )
 
   it.scoped("an opening still waiting at its deadline fails with the timeout error, its stream destroyed", () =>
     Effect.gen(function* () {
-      const { m, fiber } = yield* keptStep
+      const step = yield* keptStep
       yield* awaitSleepUntil(50)
-      yield* TestClock.adjust("999 millis")
-      assert.isFalse(m.destroyed(), "not before the deadline")
-      yield* TestClock.adjust("1 millis")
-      const result = yield* Fiber.join(fiber)
-      assert.isTrue(Either.isLeft(result) && result.left instanceof TimedOut)
-      assert.isTrue(m.destroyed())
+      yield* expiresAtOneSecond(step)
     })
   )
 
