@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Fiber, Option, Stream } from "effect"
+import { Deferred, Effect, Either, Exit, Fiber, Option, Scope, Stream } from "effect"
 import * as net from "node:net"
 import { message, packetsFrom, startNode, waitFor } from "./support/nodes.js"
 
@@ -74,26 +74,45 @@ describe("PeerNetwork", () => {
   it.scoped("a dial interrupted before the peer answers ends its attempt: its socket closes, no channel remains", () =>
     Effect.gen(function* () {
       const a = yield* startNode()
-      const accepted = yield* Deferred.make<void>()
-      const closed = yield* Deferred.make<void>()
-      // a peer that accepts and never answers the handshake
-      const silent = yield* Effect.acquireRelease(
-        Effect.async<net.Server>((resume) => {
-          const server = net.createServer((socket) => {
-            socket.on("error", () => {})
-            socket.on("close", () => Deferred.unsafeDone(closed, Effect.void))
-            Deferred.unsafeDone(accepted, Effect.void)
-          })
-          server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
-        }),
-        (server) => Effect.sync(() => server.close())
-      )
-      const dialing = yield* Effect.fork(a.dial("127.0.0.1", (silent.address() as net.AddressInfo).port))
-      yield* Deferred.await(accepted)
+      const silent = yield* silentPeer
+      const dialing = yield* Effect.fork(a.dial("127.0.0.1", silent.port))
+      yield* Deferred.await(silent.accepted)
       yield* Fiber.interrupt(dialing)
       // the node's handshake deadline runs on the TestClock here, so only the interruption can close the socket
-      yield* Deferred.await(closed)
+      yield* Deferred.await(silent.closed)
       assert.lengthOf(yield* a.channels, 0)
     })
   )
+
+  it.scoped("a dial still waiting when its network closes fails with LocalClose instead of waiting for ever", () =>
+    Effect.gen(function* () {
+      const network = yield* Scope.make()
+      const a = yield* startNode().pipe(Scope.extend(network))
+      const silent = yield* silentPeer
+      const dialing = yield* Effect.fork(Effect.either(a.dial("127.0.0.1", silent.port)))
+      yield* Deferred.await(silent.accepted)
+      yield* Scope.close(network, Exit.void)
+      const result = yield* Fiber.join(dialing)
+      assert.isTrue(Either.isLeft(result) && result.left._tag === "LocalClose", String(result))
+      yield* Deferred.await(silent.closed)
+    })
+  )
+})
+
+/** A peer that accepts one connection and never answers its handshake; tells when it accepted and when it closed. */
+const silentPeer = Effect.gen(function* () {
+  const accepted = yield* Deferred.make<void>()
+  const closed = yield* Deferred.make<void>()
+  const server = yield* Effect.acquireRelease(
+    Effect.async<net.Server>((resume) => {
+      const server = net.createServer((socket) => {
+        socket.on("error", () => {})
+        socket.on("close", () => Deferred.unsafeDone(closed, Effect.void))
+        Deferred.unsafeDone(accepted, Effect.void)
+      })
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed(server)))
+    }),
+    (server) => Effect.sync(() => server.close())
+  )
+  return { port: (server.address() as net.AddressInfo).port, accepted, closed }
 })

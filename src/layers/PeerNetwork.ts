@@ -3,7 +3,7 @@
  * incoming-peer policy (blocked peers, self-connections, queue- or event-based placement, the trust handshake).
  * Everything it opens belongs to the layer's scope.
  */
-import { Context, Deferred, Effect, Exit, Fiber, FiberSet, Layer, Queue, Ref, Schedule } from "effect"
+import { Cause, Context, Deferred, Effect, Exit, Fiber, FiberSet, Layer, Queue, Ref, Schedule } from "effect"
 import type { Scope } from "effect"
 import type * as net from "node:net"
 import type { ByteStream, Connecting } from "../actors/Connection.js"
@@ -401,6 +401,17 @@ const make = Effect.gen(function* () {
           yield* rt.run(link)
         }).pipe(Effect.catchAll((e) => Deferred.fail(opened, e)))
         const fiber = run(connection)
+        // nor does a dial wait for ever on a connection that died or was interrupted (the network closing) before its
+        // channel opened (completing `opened` again later changes nothing)
+        fiber.addObserver((exit) => {
+          if (Exit.isSuccess(exit)) return
+          Deferred.unsafeDone(
+            opened,
+            Cause.isInterruptedOnly(exit.cause)
+              ? Exit.fail(new LocalClose({ reason: "network shut down" }))
+              : Exit.failCause(exit.cause)
+          )
+        })
         return yield* restore(
           Effect.gen(function* () {
             // the connection's fiber now waits for the peer; its first bytes leave when the connect completes, which
