@@ -3,6 +3,7 @@ import { Deferred, Effect, Either, Exit, Fiber, Layer, Option, Scope, Stream } f
 import { TrustHandshake, Verdict } from "../src/layers/TrustHandshake.js"
 import { IncomingPeerTrustPolicy } from "../src/schema/settings.js"
 import * as net from "node:net"
+import { nextTurn } from "./support/test-clock.js"
 import { message, startNode, waitFor } from "./support/nodes.js"
 
 /** Open TCP handles of this process (sockets and servers). */
@@ -12,7 +13,7 @@ const tcpSockets = () => process.getActiveResourcesInfo().filter((r) => r === "T
 /** Lets the event loop run until `f` holds, at most `turns` times (closing a socket completes on a later turn). */
 const settle = (f: () => boolean, turns = 200) =>
   Effect.gen(function* () {
-    for (let i = 0; i < turns && !f(); i++) yield* Effect.promise(() => new Promise((r) => setImmediate(r)))
+    for (let i = 0; i < turns && !f(); i++) yield* nextTurn
     return f()
   })
 

@@ -180,7 +180,9 @@ export const readPrefix = <A>(
 /**
  * Bounds `self`, which waits only on `stream`, by one timer: if `millis` pass first, the stream is destroyed (which
  * ends whatever `self` waits on) and the result is `onTimeout()` instead of the ConnectionLost that caused. Lighter
- * than Effect.timeoutFail, which runs the bounded effect in a fiber of its own; time comes from the Clock.
+ * than Effect.timeoutFail, which runs the bounded effect in a fiber of its own; time comes from the Clock. A timer
+ * fiber per use: for a caller that has no Deadlines (a Noise session's own optional timeout); PeerNetwork and the
+ * compatibility profile keep their openings' deadlines in one (makeDeadlines).
  */
 export const withDeadline =
   <E2>(stream: Pick<ByteStream, "destroy">, millis: number, onTimeout: () => E2) =>
@@ -248,10 +250,11 @@ export const afterPendingIo: Effect.Effect<void> = Effect.async<void>((resume) =
 export const normalizeAddress = (a: string): string => (a.startsWith("::ffff:") && a.includes(".") ? a.slice(7) : a)
 
 /**
- * Opens a TCP connection; fails with DialFailed on refusal or after `timeoutMillis` (a Clock timer that destroys the
- * socket, not a race: the connect itself runs in the caller's fiber). Interrupting it closes the socket.
+ * Opens a TCP connection and waits until it is up; fails with DialFailed on refusal or after `timeoutMillis` (a
+ * deadline of `deadlines` that destroys the socket, not a race: the connect itself runs in the caller's fiber).
+ * Interrupting it closes the socket.
  */
-export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
+export const dialTcp = (address: string, port: number, timeoutMillis: number, deadlines: Deadlines) =>
   Effect.suspend(() => {
     const socket = net.connect({ host: address, port })
     const connected = Effect.async<net.Socket, DialFailed>((resume) => {
@@ -274,7 +277,7 @@ export const dialTcp = (address: string, port: number, timeoutMillis: number) =>
       return Effect.sync(() => socket.destroy())
     })
     return connected.pipe(
-      withDeadline(
+      deadlines.bound(
         { destroy: Effect.sync(() => socket.destroy()) },
         timeoutMillis,
         () => new DialFailed({ address, port, detail: `timed out after ${timeoutMillis} ms` })
@@ -317,6 +320,12 @@ export interface Deadlines {
   readonly bound: <E2>(
     stream: Pick<ByteStream, "destroy">,
     millis: number,
+    onTimeout: () => E2
+  ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | E2, R>
+  /** As `bound`, with a deadline that may move: `due()` is the Clock time in ms, read again at every wake. */
+  readonly boundUntil: <E2>(
+    stream: Pick<ByteStream, "destroy">,
+    due: () => number,
     onTimeout: () => E2
   ) => <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E | E2, R>
 }
@@ -374,14 +383,13 @@ export const makeDeadlines = (tickMillis = 50): Effect.Effect<Deadlines, never, 
         p.done = true
       }
     }
-    const bound =
-      <E2>(stream: Pick<ByteStream, "destroy">, millis: number, onTimeout: () => E2) =>
+    const boundUntil =
+      <E2>(stream: Pick<ByteStream, "destroy">, due: () => number, onTimeout: () => E2) =>
       <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2, R> =>
         Effect.suspend(() => {
           let expired = false
-          const at = clock.unsafeCurrentTimeMillis() + millis
           const cancel = add(
-            () => at,
+            due,
             Effect.suspend(() => {
               expired = true
               return stream.destroy
@@ -399,7 +407,14 @@ export const makeDeadlines = (tickMillis = 50): Effect.Effect<Deadlines, never, 
             }
           })
         })
-    return { clock, add, bound } satisfies Deadlines
+    const bound =
+      <E2>(stream: Pick<ByteStream, "destroy">, millis: number, onTimeout: () => E2) =>
+      <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2, R> =>
+        Effect.suspend(() => {
+          const at = clock.unsafeCurrentTimeMillis() + millis
+          return boundUntil(stream, () => at, onTimeout)(self)
+        })
+    return { clock, add, bound, boundUntil } satisfies Deadlines
   })
 
 /**
@@ -434,33 +449,23 @@ const connecting = (socket: net.Socket, address: string, port: number, deadlines
     <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E | E2 | DialFailed, R> =>
       Effect.suspend(() => {
         const start = clock.unsafeCurrentTimeMillis()
-        let expired: "connect" | "open" | undefined
-        // the deadline moves once the socket connects
-        const cancel = deadlines.add(
-          () => (connectedAt === undefined ? start + connectMillis : connectedAt + openMillis),
-          Effect.suspend(() => {
-            expired = connectedAt === undefined ? "connect" : "open"
-            return stream.destroy
-          })
+        return self.pipe(
+          // the deadline moves once the socket connects
+          deadlines.boundUntil(
+            stream,
+            () => (connectedAt === undefined ? start + connectMillis : connectedAt + openMillis),
+            (): E2 | DialFailed =>
+              connectedAt === undefined
+                ? new DialFailed({ address, port, detail: `timed out after ${connectMillis} ms` })
+                : onTimeout()
+          ),
+          // the connection failed before it was up: a failed dial, named by the socket's own error
+          Effect.mapError((e) =>
+            connectedAt === undefined && e instanceof ConnectionLost
+              ? new DialFailed({ address, port, detail: connectError ?? e.detail })
+              : e
+          )
         )
-        const failure = (e: E): E | E2 | DialFailed =>
-          expired === "connect"
-            ? new DialFailed({ address, port, detail: `timed out after ${connectMillis} ms` })
-            : expired === "open"
-              ? onTimeout()
-              : connectedAt === undefined && e instanceof ConnectionLost
-                ? new DialFailed({ address, port, detail: connectError ?? e.detail })
-                : e
-        return Effect.matchEffect(self, {
-          onFailure: (e): Effect.Effect<A, E | E2 | DialFailed> => {
-            cancel()
-            return Effect.fail(failure(e))
-          },
-          onSuccess: (a): Effect.Effect<A, E | E2 | DialFailed> => {
-            cancel()
-            return expired === undefined ? Effect.succeed(a) : Effect.fail(failure(undefined as E))
-          }
-        })
       })
   return { stream, bounded }
 }

@@ -25,7 +25,7 @@ import type { LegacyLink } from "../actors/LegacyLink.js"
 import { legacyNodeId, makeLegacyLink } from "../actors/LegacyLink.js"
 import type * as net from "node:net"
 import type { ByteStream } from "../actors/Connection.js"
-import { dialTcp, sharedAttempts, socketStream } from "../actors/Connection.js"
+import { dialTcp, makeDeadlines, sharedAttempts, socketStream } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
 import { makeCounters } from "../actors/Link.js"
 import { listenTcp } from "../actors/Listener.js"
@@ -125,6 +125,8 @@ const make = Effect.gen(function* () {
   // channel key -> channel, for the legacy channels open now
   const legacy = new Map<number, PeerChannel>()
   const dialing = yield* sharedAttempts<PeerChannel, DialError>()
+  // the connect deadlines of legacy dials, kept by one fiber
+  const deadlines = yield* makeDeadlines()
   const advertisedAddress =
     compat.advertisedAddress !== ""
       ? compat.advertisedAddress
@@ -223,7 +225,7 @@ const make = Effect.gen(function* () {
         })
       const redial: Effect.Effect<Link, CloseReason | DialFailed> =
         peer.direction === "outbound"
-          ? Effect.flatMap(dialTcp(peer.address, peer.port, settings.connectTimeoutMillis), (socket) =>
+          ? Effect.flatMap(dialTcp(peer.address, peer.port, settings.connectTimeoutMillis, deadlines), (socket) =>
               linkTo(socketStream(socket))
             )
           : Effect.fail(new LocalClose({ reason: "inbound legacy channels are not re-dialled" }))
@@ -281,7 +283,7 @@ const make = Effect.gen(function* () {
   const dialOnce = (address: string, port: number) =>
     Effect.gen(function* () {
       if (yield* registry.isBlockedAddress(address)) return yield* new PeerBlocked({ target: address })
-      const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis)
+      const socket = yield* dialTcp(address, port, settings.connectTimeoutMillis, deadlines)
       const ready = yield* Deferred.make<ChannelRuntime, DialError>()
       run(
         connect(

@@ -267,16 +267,22 @@ export const secureTransport = (
    * the previous one is written: a large batch never holds its whole ciphertext in memory, and the buffers of one
    * round serve the next.
    */
-  const writeRounds = (planned: ReadonlyArray<Planned>, from: number): Effect.Effect<void, ConnectionLost> => {
+  const writeRounds = (
+    planned: ReadonlyArray<Planned>,
+    from: number,
+    // how a round reaches the socket: stream.write, or writeNow, which hands it over during this call (the round is
+    // then sealed and handed over in one step)
+    write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost> = stream.write
+  ): Effect.Effect<void, ConnectionLost> => {
     const to = Math.min(planned.length, from + ROUND_MESSAGES)
     const messages: Array<Uint8Array> = []
     for (let i = from; i < to; i++) messages.push(tx.seal(planned[i]!.pieces, planned[i]!.size, take))
     const first = leading
     leading = []
     if (first.length === 0 && messages.length === 0) return Effect.void
-    return Effect.flatMap(stream.write(first.length === 0 ? messages : [...first, ...messages]), () => {
+    return Effect.flatMap(write(first.length === 0 ? messages : [...first, ...messages]), () => {
       recycle(messages)
-      return to < planned.length ? writeRounds(planned, to) : Effect.void
+      return to < planned.length ? writeRounds(planned, to, write) : Effect.void
     })
   }
   // one writer at a time from encryption to the socket, so concurrent writers cannot send nonces out of order: a
@@ -331,11 +337,7 @@ export const secureTransport = (
         // the usual case, one round while no other write is under way: sealed and handed to the socket in this one
         // step, which no other writer can come between, so no lock is needed to keep the nonces in order
         if (!writing && handOver !== undefined && planned.length <= ROUND_MESSAGES) {
-          const messages = planned.map((m) => tx.seal(m.pieces, m.size, take))
-          const first = leading
-          leading = []
-          if (first.length === 0 && messages.length === 0) return Effect.void
-          return Effect.map(handOver(first.length === 0 ? messages : [...first, ...messages]), () => recycle(messages))
+          return writeRounds(planned, 0, handOver)
         }
         return locked(Effect.suspend(() => (ended !== undefined ? Effect.fail(ended) : writeRounds(planned, 0))))
       }),

@@ -6,6 +6,7 @@
 import { assert } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import type { ChannelStats, PacketReceived } from "../../src/actors/PeerChannel.js"
+import { nextTurn } from "./test-clock.js"
 import type { DataTransmission } from "../../src/schema/packets.js"
 
 export interface SlowConsumer {
@@ -38,9 +39,7 @@ export const consumeSlowly = (c: SlowConsumer) =>
           highest = Math.max(highest, held)
           assert.isAtMost(held, c.limitBytes, `node holds ${held} bytes after ${consumed} packets`)
           // let the socket deliver whatever the node is willing to read before the next packet
-          yield* Effect.async<void>((resume) => {
-            setImmediate(() => resume(Effect.void))
-          })
+          yield* nextTurn
         })
       )
     )

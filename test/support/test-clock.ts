@@ -4,12 +4,10 @@
  */
 import { assert } from "@effect/vitest"
 import { Chunk, Effect, TestClock } from "effect"
+import { afterPendingIo } from "../../src/actors/Connection.js"
 
 /** One turn of the event loop, so HTTP I/O can progress while the TestClock stands still. */
-export const nextTurn = Effect.async<void>((resume) => {
-  const handle = setImmediate(() => resume(Effect.void))
-  return Effect.sync(() => clearImmediate(handle))
-})
+export const nextTurn = afterPendingIo
 
 /** TestClock: waits (bounded in event-loop turns) until some fiber sleeps until `at`. */
 export const awaitSleepUntil = (at: number) =>
