@@ -187,11 +187,12 @@ export const makeChannelParts = <E = never>(
 export const makePeerChannel = <E = never>(info: ChannelInfo, deps: ChannelDeps, parts?: ChannelParts<E>) =>
   Effect.gen(function* () {
     const { outbox, closed, opened } = parts ?? (yield* makeChannelParts<E>(deps.outboxCapacity))
-    // the state is a plain value; its changes go to a PubSub made on the first subscription (most channels have none)
+    // the state is a plain value (trust is read from it); its changes go to a PubSub made on the first subscription
+    // (most channels have none)
     let current: ChannelState = "handshaking"
     let changesHub: PubSub.PubSub<ChannelState> | undefined
+    const trustedNow = () => current === "trusted"
     const counters = deps.counters
-    let trusted = false
     // the trust a reconnecting channel had before the drop: what it accepts into its outbox meanwhile
     let trustedBeforeDrop = false
     let isClosed = false
@@ -221,9 +222,8 @@ export const makePeerChannel = <E = never>(info: ChannelInfo, deps: ChannelDeps,
         // read, set and announced in one synchronous step, so concurrent changes cannot be announced out of order
         current = state
         changesHub?.unsafeOffer(state)
-        if (state === "reconnecting") trustedBeforeDrop = trusted
+        if (state === "reconnecting") trustedBeforeDrop = previous === "trusted"
         else if (state !== "handshaking") trustedBeforeDrop = false
-        trusted = state === "trusted"
         return deps.onState(channel, state, reason)
       })
 
@@ -234,7 +234,7 @@ export const makePeerChannel = <E = never>(info: ChannelInfo, deps: ChannelDeps,
       framed?: FrameParts
     ): OutboxItem | NotTrusted | ChannelClosed | FrameTooLarge => {
       if (isClosed) return closedError("closed")
-      if (!deps.canSend(packet._tag, trusted || trustedBeforeDrop))
+      if (!deps.canSend(packet._tag, trustedNow() || trustedBeforeDrop))
         return new NotTrusted({ kind: packet._tag, peer: label })
       const frame = framed ?? frameParts(packet)
       if (frame.size - 4 > deps.maxFrameBytes)
@@ -296,7 +296,7 @@ export const makePeerChannel = <E = never>(info: ChannelInfo, deps: ChannelDeps,
       label,
       state: Effect.sync(() => current),
       stateChanges,
-      isTrusted: () => trusted,
+      isTrusted: trustedNow,
       isClosed: () => isClosed,
       send: (packet) => enqueue(packet, undefined),
       offer: (packet, whenFull) => offerWith(packet, whenFull),
@@ -313,7 +313,7 @@ export const makePeerChannel = <E = never>(info: ChannelInfo, deps: ChannelDeps,
       // trusted already: done at once (the usual case right after dial); else the current state, then its changes:
       // trusted (also after a re-dial), or closed
       awaitTrusted: Effect.suspend(() =>
-        trusted
+        trustedNow()
           ? Effect.void
           : stateChanges.pipe(
               Stream.filter((s) => s === "trusted" || s === "closed"),
@@ -442,7 +442,7 @@ export const makePeerChannel = <E = never>(info: ChannelInfo, deps: ChannelDeps,
           const deliver: Array<PacketReceived> = []
           let end: CloseReason | undefined
           const gate = (packet: Packet) => {
-            if (!deps.canReceive(packet._tag, trusted)) {
+            if (!deps.canReceive(packet._tag, trustedNow())) {
               counters.droppedGated++
               return false
             }
