@@ -23,6 +23,14 @@ export interface ByteStream {
   readonly remoteNodeId?: string
   /** Set by a secure session: what the peer proved (node, Ed25519 key, network). */
   readonly peer?: SessionPeer
+  /** Set by a secure session that carried the opening's `early` bytes (the Hello) inside its handshake. */
+  readonly earlySent?: boolean
+  /**
+   * Set by a secure session whose remote's handshake could have been replayed (a Noise IK responder): completes when
+   * the remote's first transport message authenticated, which only the live initiator can send; fails if the stream
+   * ends first. Nothing that affects other connections should depend on this one before.
+   */
+  readonly confirmed?: Effect.Effect<void, ConnectionLost>
   /**
    * Writes the chunks in order with one system call where possible; succeeds once the kernel has them (at once when
    * the kernel took them during the call, else when the socket reports the write done).

@@ -145,13 +145,14 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     const secured = yield* opts.secure.upgrade(stream, role, {
       preamble: own,
       remotePreamble: checkPreamble(stream, opts.secure.name, own),
+      ...(early === undefined ? {} : { early: early.frame }),
       ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
     })
     const { hello: localHello, frame: helloFrame } = early ?? makeHello()
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
     const sendHello = secured.write([helloFrame])
     // the initiator introduces itself first; the responder answers only once it has admitted the initiator
-    if (role === "initiator") yield* sendHello
+    if (role === "initiator" && secured.earlySent !== true) yield* sendHello
     const first = yield* Queue.take(inbox)
     partial.drained([first])
     if (first instanceof LinkEnd) return yield* Effect.fail(first.reason)

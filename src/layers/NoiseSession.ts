@@ -10,6 +10,11 @@
  *
  * Round trips: the initiator sends its preamble and message 1 together, the responder its preamble and message 2,
  * and the initiator message 3 with its first frame (the Hello), so a channel opens in two round trips.
+ *
+ * Resumption: a dial to an address whose static key this session learnt from an earlier handshake uses Noise IK,
+ * with the initiator's Hello inside message 1 and the responder's after message 2: one round trip. The responder's
+ * stream is `confirmed` only once the initiator's first transport message authenticated (message 1 could be a
+ * replay); a responder that cannot read message 1 answers with an empty message and XX follows on that connection.
  */
 import { Effect, identity, Layer } from "effect"
 import * as crypto from "node:crypto"
@@ -27,7 +32,7 @@ import { Reject } from "../schema/handshake.js"
 import type { NodeKeys } from "./NodeIdentity.js"
 import { NodeIdentity, nodeIdFromPublicKey, verifySignature } from "./NodeIdentity.js"
 import { NoiseCipher, secureTransport } from "./NoiseTransport.js"
-import type { SessionPeer } from "./NoiseTransport.js"
+import type { SessionPeer, TransportOptions } from "./NoiseTransport.js"
 import { SecureSession } from "./SecureSession.js"
 import type { Opening, UpgradeError } from "./SecureSession.js"
 import { NetworkConfig } from "./Settings.js"
@@ -40,11 +45,12 @@ const PAYLOAD_VERSION = 1
 interface Handshake {
   /** The ephemeral key pair; made by the first message that sends it unless set before. */
   e: StaticKeyPair | null
-  readonly initialise: (prologue: Uint8Array) => void
+  readonly initialise: (prologue: Uint8Array, remoteStatic?: Uint8Array) => void
   readonly send: (payload?: Uint8Array) => Buffer
   readonly recv: (message: Uint8Array) => Buffer
   readonly getHandshakeHash: () => Buffer
   readonly rs: Buffer | null
+  readonly re: Buffer | null
   readonly rx: Buffer
   readonly tx: Buffer
 }
@@ -52,8 +58,20 @@ export interface StaticKeyPair {
   readonly publicKey: Buffer
   readonly secretKey: Buffer
 }
-const newHandshake = (initiator: boolean, staticKeys: StaticKeyPair): Handshake =>
-  new NoiseState("XX", initiator, staticKeys)
+const newHandshake = (pattern: "XX" | "IK", initiator: boolean, staticKeys: StaticKeyPair): Handshake =>
+  new NoiseState(pattern, initiator, staticKeys)
+const PROLOGUE = Buffer.alloc(0)
+const EMPTY = Buffer.alloc(0)
+/** An XX message 1 is the initiator's ephemeral key alone; an IK message 1 is longer (static key, payload, tags). */
+const XX_MESSAGE_1 = 32
+/** The payload of a message this handshake can read, or undefined (a message 1 for another static key). */
+const readable = (noise: Handshake, message: Buffer): Buffer | undefined => {
+  try {
+    return noise.recv(message)
+  } catch {
+    return undefined
+  }
+}
 /** A fresh X25519 key pair for the Noise static key. */
 export const generateStaticKeys = (): StaticKeyPair => curve.generateKeyPair()
 
@@ -67,6 +85,12 @@ export interface NoiseOptions {
   readonly rekeyInterval?: number
   /** The Noise static key (default: a fresh one per layer). Tests use it to show forward secrecy. */
   readonly staticKeys?: StaticKeyPair
+  /**
+   * Resumption (default true): a dial to an address whose static key this session learnt from an earlier handshake
+   * opens with Noise IK, one round trip, instead of XX; and IK openings are answered. False: XX only, both ways (an
+   * IK message 1 is answered with the request to use XX).
+   */
+  readonly resumption?: boolean
 }
 
 const u16 = (n: number) => {
@@ -142,18 +166,23 @@ interface Payload {
   readonly signature: Buffer
   readonly network: string
   readonly proof: Buffer
+  /** Bytes after the payload: the initiator's first frames in an IK message 1; nothing anywhere else. */
+  readonly rest: Buffer
 }
-const decodePayload = (b: Buffer): Payload | undefined => {
+/** `rest`: bytes may follow the payload (an IK message 1); otherwise the payload must fill the message. */
+const decodePayload = (b: Buffer, rest = false): Payload | undefined => {
   if (b.length < 1 + 32 + 64 + 2 + 1 || b[0] !== PAYLOAD_VERSION) return undefined
   const netLen = b.readUInt16BE(97)
   if (b.length < 99 + netLen + 1) return undefined
   const proofLen = b[99 + netLen]!
-  if (b.length !== 99 + netLen + 1 + proofLen) return undefined
+  const end = 99 + netLen + 1 + proofLen
+  if (rest ? b.length < end : b.length !== end) return undefined
   return {
     publicKey: b.subarray(1, 33),
     signature: b.subarray(33, 97),
     network: b.subarray(99, 99 + netLen).toString("utf8"),
-    proof: b.subarray(100 + netLen)
+    proof: b.subarray(100 + netLen, end),
+    rest: b.subarray(end)
   }
 }
 
@@ -168,6 +197,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
   const verified = new Map<string, NodeId>()
   const rekeyInterval = options.rekeyInterval ?? 2 ** 20
   const timeout = options.handshakeTimeoutMillis
+  const resumption = options.resumption ?? true
   // one ephemeral key pair made ahead, while a handshake waits on the network, so the next handshake need not make
   // its own before its first message; each is used by one handshake only (which erases it when done)
   let spare: StaticKeyPair | undefined
@@ -213,68 +243,174 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
     return { peer: { nodeId: id, publicKey: new Uint8Array(payload.publicKey), network: payload.network } }
   }
 
+  /**
+   * Resumption: the static key that answered at each dialled address ("host:port"), learnt from a complete handshake.
+   * A dial to an address found here opens with IK (one round trip) instead of XX. Bounded like `verified`.
+   */
+  const known = new Map<string, Buffer>()
+  const remember = (where: string, remoteStatic: Buffer | null) => {
+    if (!resumption || remoteStatic === null || where.endsWith(":0")) return
+    if (known.size >= 1024 && !known.has(where)) known.clear()
+    known.set(where, Buffer.from(remoteStatic))
+  }
+
   const handshake = (stream: ByteStream, role: "initiator" | "responder", opening: Opening) =>
     Effect.gen(function* () {
-      const noise = newHandshake(role === "initiator", staticKeys)
       const step = <A>(f: () => A) =>
         Effect.try({
           try: f,
           catch: (e) => new HandshakeFailed({ reason: `noise: ${e instanceof Error ? e.message : String(e)}` })
         })
       const message = (m: Buffer) => [u16(m.length), m]
-      const recv = readMessage(stream).pipe(Effect.flatMap((m) => step(() => noise.recv(m))))
       /** The remote's preamble, checked, and its first handshake message (one read when the preamble is as expected). */
       const recvFirst = (preambleSent: boolean) =>
-        readPreambleAndMessage(stream, opening.preamble).pipe(
-          Effect.flatMap((m) =>
-            m !== undefined ? step(() => noise.recv(m)) : Effect.zipRight(opening.remotePreamble(preambleSent), recv)
-          )
+        Effect.flatMap(readPreambleAndMessage(stream, opening.preamble), (m) =>
+          m !== undefined
+            ? Effect.succeed(m)
+            : Effect.zipRight(opening.remotePreamble(preambleSent), readMessage(stream))
         )
       /** The transport; `lead` is sent in front of its first message (the initiator's message 3 goes with the Hello). */
-      const transportFor = (peer: SessionPeer, lead: ReadonlyArray<Uint8Array>) =>
+      const transportFor = (
+        noise: Handshake,
+        peer: SessionPeer,
+        lead: ReadonlyArray<Uint8Array>,
+        options?: TransportOptions
+      ) =>
         secureTransport(
           stream,
           peer,
           new NoiseCipher(noise.tx, rekeyInterval),
           new NoiseCipher(noise.rx, rekeyInterval),
-          lead
+          lead,
+          options
         )
       /** Tells the remote why inside the session (it can read it now: the handshake is complete), then fails. */
-      const refuse = (problem: string, lead: ReadonlyArray<Uint8Array>) =>
-        transportFor({ nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" }, lead)
+      const refuse = (noise: Handshake, problem: string, lead: ReadonlyArray<Uint8Array>) =>
+        transportFor(noise, { nodeId: "" as NodeId, publicKey: new Uint8Array(0), network: "" }, lead)
           .write([encodeFrame(Reject.make({ reason: problem }))])
           .pipe(
             Effect.ignore,
             Effect.zipRight(stream.destroy),
             Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: problem })))
           )
-      yield* step(() => noise.initialise(Buffer.alloc(0)))
+      const ownPayload = (proof: Buffer) => encodePayload(keys, binding, settings.network, proof)
+
+      /** XX as initiator; `first`: the preamble goes with message 1 and the remote's is read before message 2. */
+      const initiateXX = (where: string, first: boolean) =>
+        Effect.gen(function* () {
+          const noise = newHandshake("XX", true, staticKeys)
+          yield* step(() => noise.initialise(PROLOGUE))
+          takeEphemeral(noise)
+          const m1 = yield* step(() => noise.send())
+          // the preamble and message 1 leave together; the remote's preamble is checked before reading message 2
+          yield* stream.write(first ? [opening.preamble, ...message(m1)] : message(m1))
+          makeSpare()
+          const h1 = Buffer.from(noise.getHandshakeHash())
+          const m2 = yield* first ? recvFirst(true) : readMessage(stream)
+          const theirs = check(decodePayload(yield* step(() => noise.recv(m2))), noise.rs, "responder", h1)
+          const m3 = yield* step(() => noise.send(ownPayload(networkProof(settings, "initiator", h1))))
+          // message 3 is not written on its own: it leads the first transport write (the Hello, or a Reject)
+          if ("problem" in theirs) return yield* refuse(noise, theirs.problem, message(m3))
+          remember(where, noise.rs)
+          return transportFor(noise, theirs.peer, message(m3), { pattern: "XX" })
+        })
+
+      /**
+       * IK as initiator, to the static key last seen at this address, with `early` (the Hello) inside message 1.
+       * Undefined when the responder answers that it cannot read message 1 (its key changed): XX follows.
+       */
+      const initiateIK = (where: string, remoteStatic: Buffer, early: Uint8Array) =>
+        Effect.gen(function* () {
+          const noise = newHandshake("IK", true, staticKeys)
+          yield* step(() => noise.initialise(PROLOGUE, remoteStatic))
+          takeEphemeral(noise)
+          const proof = networkProof(settings, "initiator", Buffer.concat([noise.e!.publicKey, remoteStatic]))
+          const m1 = yield* step(() => noise.send(Buffer.concat([ownPayload(proof), early])))
+          yield* stream.write([opening.preamble, ...message(m1)])
+          makeSpare()
+          const h1 = Buffer.from(noise.getHandshakeHash())
+          const m2 = yield* recvFirst(true)
+          if (m2.length === 0) return undefined
+          const theirs = check(decodePayload(yield* step(() => noise.recv(m2))), noise.rs, "responder", h1)
+          if ("problem" in theirs) return yield* refuse(noise, theirs.problem, [])
+          remember(where, noise.rs)
+          // the responder waits for a first transport message before it counts this connection as live (message 1
+          // alone could be a replay): an empty one goes now, whether or not the application writes soon
+          const tx = new NoiseCipher(noise.tx, rekeyInterval)
+          yield* stream.write([tx.seal([EMPTY], 0)])
+          return secureTransport(stream, theirs.peer, tx, new NoiseCipher(noise.rx, rekeyInterval), [], {
+            pattern: "IK",
+            earlySent: true
+          })
+        })
+
+      /** XX as responder, from message 1; `preambleWith`: its preamble goes with message 2 (not sent yet). */
+      const respondXX = (noise: Handshake, preambleWith: boolean) =>
+        Effect.gen(function* () {
+          const h1 = Buffer.from(noise.getHandshakeHash())
+          takeEphemeral(noise)
+          const m2 = yield* step(() => noise.send(ownPayload(networkProof(settings, "responder", h1))))
+          yield* stream.write(preambleWith ? [opening.preamble, ...message(m2)] : message(m2))
+          makeSpare()
+          const m3 = yield* readMessage(stream)
+          const theirs = check(decodePayload(yield* step(() => noise.recv(m3))), noise.rs, "initiator", h1)
+          return "problem" in theirs
+            ? yield* refuse(noise, theirs.problem, [])
+            : transportFor(noise, theirs.peer, [], { pattern: "XX" })
+        })
+
+      /** IK as responder, message 1 read: message 2 leads this side's first transport write (its Hello). */
+      const respondIK = (noise: Handshake, payload: Buffer) =>
+        Effect.gen(function* () {
+          const sent = decodePayload(payload, true)
+          const theirs = check(sent, noise.rs, "initiator", Buffer.concat([noise.re!, staticKeys.publicKey]))
+          const h1 = Buffer.from(noise.getHandshakeHash())
+          takeEphemeral(noise)
+          const m2 = yield* step(() => noise.send(ownPayload(networkProof(settings, "responder", h1))))
+          makeSpare()
+          const lead = [opening.preamble, ...message(m2)]
+          if ("problem" in theirs) return yield* refuse(noise, theirs.problem, lead)
+          return transportFor(noise, theirs.peer, lead, {
+            pattern: "IK",
+            // the initiator's first frames, carried in message 1, are read first
+            ...(sent!.rest.length > 0 ? { early: sent!.rest } : {}),
+            confirm: true
+          })
+        })
 
       if (role === "initiator") {
-        takeEphemeral(noise)
-        const m1 = yield* step(() => noise.send())
-        // the preamble and message 1 leave together; the remote's preamble is checked before reading message 2
-        yield* stream.write([opening.preamble, ...message(m1)])
-        makeSpare()
-        const h1 = Buffer.from(noise.getHandshakeHash())
-        const theirs = check(decodePayload(yield* recvFirst(true)), noise.rs, "responder", h1)
-        const m3 = yield* step(() =>
-          noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "initiator", h1)))
-        )
-        // message 3 is not written on its own: it leads the first transport write (the Hello, or a Reject)
-        return "problem" in theirs ? yield* refuse(theirs.problem, message(m3)) : transportFor(theirs.peer, message(m3))
+        const where = `${stream.remoteAddress}:${stream.remotePort}`
+        // a stream that cannot say where it leads (port 0) neither resumes nor is remembered
+        const remoteStatic =
+          resumption && opening.early !== undefined && stream.remotePort !== 0 ? known.get(where) : undefined
+        if (remoteStatic === undefined) return yield* initiateXX(where, true)
+        const resumed = yield* initiateIK(where, remoteStatic, opening.early!)
+        if (resumed !== undefined) return resumed
+        // the responder could not read it (it restarted with another static key, or another node answers there)
+        known.delete(where)
+        return yield* initiateXX(where, false)
       }
       // the responder has nothing to say before message 1: its preamble goes with message 2, in one write
-      yield* recvFirst(false)
-      const h1 = Buffer.from(noise.getHandshakeHash())
-      takeEphemeral(noise)
-      const m2 = yield* step(() =>
-        noise.send(encodePayload(keys, binding, settings.network, networkProof(settings, "responder", h1)))
-      )
-      yield* stream.write([opening.preamble, ...message(m2)])
-      makeSpare()
-      const theirs = check(decodePayload(yield* recv), noise.rs, "initiator", h1)
-      return "problem" in theirs ? yield* refuse(theirs.problem, []) : transportFor(theirs.peer, [])
+      const m1 = yield* recvFirst(false)
+      if (m1.length === XX_MESSAGE_1) {
+        const noise = newHandshake("XX", false, staticKeys)
+        yield* step(() => noise.initialise(PROLOGUE))
+        yield* step(() => noise.recv(m1))
+        return yield* respondXX(noise, true)
+      }
+      if (resumption) {
+        const noise = newHandshake("IK", false, staticKeys)
+        noise.initialise(PROLOGUE)
+        const payload = readable(noise, m1)
+        if (payload !== undefined) return yield* respondIK(noise, payload)
+      }
+      // not for this static key: an empty message asks for XX, whose message 1 follows on the same connection
+      yield* stream.write([opening.preamble, u16(0)])
+      const xx = newHandshake("XX", false, staticKeys)
+      yield* step(() => xx.initialise(PROLOGUE))
+      const again = yield* readMessage(stream)
+      yield* step(() => xx.recv(again))
+      return yield* respondXX(xx, false)
     })
 
   return SecureSession.of({

@@ -122,6 +122,21 @@ export interface SessionPeer {
 export interface SecureByteStream extends ByteStream {
   readonly remoteNodeId: NodeId
   readonly peer: SessionPeer
+  /** The handshake that made it: XX, or IK (resumed with a static key known from an earlier connection). */
+  readonly pattern: "XX" | "IK"
+}
+
+export interface TransportOptions {
+  readonly pattern?: "XX" | "IK"
+  /** Plaintext the handshake carried from the remote (an IK message 1's frames), read before any message. */
+  readonly early?: Uint8Array
+  /** The handshake carried the opening's `early` bytes to the remote (sets ByteStream.earlySent). */
+  readonly earlySent?: boolean
+  /**
+   * The remote's handshake could be a replay (an IK message 1): `confirmed` completes once its first transport
+   * message authenticates, which only the live initiator can send.
+   */
+  readonly confirm?: boolean
 }
 
 interface Planned {
@@ -174,19 +189,28 @@ export const secureTransport = (
   tx: NoiseCipher,
   rx: NoiseCipher,
   /** Bytes written in front of the first transport message, in the same write (the initiator's handshake message 3). */
-  lead: ReadonlyArray<Uint8Array> = []
+  lead: ReadonlyArray<Uint8Array> = [],
+  options: TransportOptions = {}
 ): SecureByteStream => {
   let leading = lead
   let receiver: Receiver | undefined
-  const held: Array<Uint8Array> = []
+  const held: Array<Uint8Array> = options.early === undefined ? [] : [options.early]
   let ended: ConnectionLost | undefined
   const input = new Chunks()
   let need = -1
+  // replay protection for a resumed responder: who waits for the remote's first authenticated message
+  let confirmed = options.confirm !== true
+  const confirmWaiters = new Set<(outcome: Effect.Effect<void, ConnectionLost>) => void>()
+  const settle = (outcome: Effect.Effect<void, ConnectionLost>) => {
+    for (const wake of confirmWaiters) wake(outcome)
+    confirmWaiters.clear()
+  }
   const end = (reason: ConnectionLost) => {
     if (ended !== undefined) return
     ended = reason
     stream.receive(undefined)
     Effect.runSync(stream.destroy)
+    if (!confirmed) settle(Effect.fail(reason))
     receiver?.onEnd(reason)
   }
   const deliver = (plain: Uint8Array) => {
@@ -212,6 +236,10 @@ export const secureTransport = (
           return end(
             new ConnectionLost({ detail: "noise: message failed authentication (tampered, replayed or reordered)" })
           )
+        }
+        if (!confirmed) {
+          confirmed = true
+          settle(Effect.void)
         }
         deliver(plain)
       }
@@ -327,6 +355,18 @@ export const secureTransport = (
   return {
     remoteNodeId: peer.nodeId,
     peer,
+    pattern: options.pattern ?? "XX",
+    ...(options.earlySent === true ? { earlySent: true } : {}),
+    ...(options.confirm === true
+      ? {
+          confirmed: Effect.async<void, ConnectionLost>((resume) => {
+            if (confirmed) return resume(Effect.void)
+            if (ended !== undefined) return resume(Effect.fail(ended))
+            confirmWaiters.add(resume)
+            return Effect.sync(() => confirmWaiters.delete(resume))
+          })
+        }
+      : {}),
     remoteAddress: stream.remoteAddress,
     remotePort: stream.remotePort,
     write: (chunks) =>

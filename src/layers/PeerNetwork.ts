@@ -475,6 +475,23 @@ const make = Effect.gen(function* () {
       const link = yield* openAccepted(stream, counters)
       yield* screen(link)
       const id = link.remoteHello.nodeId
+      const confirmed = link.stream.confirmed
+      if (confirmed !== undefined) {
+        // a resumed (IK) opening: its first message could be a replay, so nothing is published, queued or registered
+        // before the initiator has shown it is live (its first transport message). With event-based placement our
+        // Hello goes out with message 2 meanwhile; an application deciding is only asked about a live initiator.
+        yield* placement === "EventBased" ? link.admit : link.write([])
+        yield* confirmed.pipe(
+          deadlines.bound(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
+          Effect.tapError(() => stream.destroy)
+        )
+        if (placement === "EventBased") {
+          yield* registry.publish(
+            NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id })
+          )
+          return link
+        }
+      }
       if (placement !== "QueueBased") {
         yield* registry.publish(
           NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id })

@@ -6,8 +6,8 @@
  * unchanged. Both sides must choose the same; a mismatch is refused with a reason (SessionMismatch), never downgraded.
  *
  * A session may hold back its last handshake bytes until the first write on the stream it returns, so that they
- * share one socket write (the Noise initiator's message 3 leads its Hello). An initiator with nothing to send can
- * write an empty list of chunks to flush them.
+ * share one socket write (the Noise initiator's message 3 in XX leads its Hello, the responder's message 2 in IK leads
+ * the responder's Hello). A side with nothing to send can write an empty list of chunks to flush them.
  */
 import { Context, Effect, Layer } from "effect"
 import type { ByteStream } from "../actors/Connection.js"
@@ -35,6 +35,11 @@ export interface Opening {
   ) => Effect.Effect<void, ProtocolMismatch | SessionMismatch | ConnectionLost>
   /** The node this connection was dialled for, when known: a session that authenticates peers must refuse others. */
   readonly expectedPeer?: NodeId
+  /**
+   * Initiator: its first frame (the Hello). A session may carry it inside its handshake (Noise IK's message 1); it
+   * then sets `earlySent` on the stream it returns, and the caller does not send it again.
+   */
+  readonly early?: Uint8Array
 }
 
 export type UpgradeError = ConnectionLost | HandshakeFailed | ProtocolMismatch | SessionMismatch | PeerIdentityMismatch
