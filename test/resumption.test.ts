@@ -129,6 +129,11 @@ describe("Noise resumption (IK)", () => {
       assert.lengthOf(wire.handshake, 1, "one handshake message from the initiator")
       assert.strictEqual(wire.transport[0]!.length, 16, "then an empty transport message: the confirmation")
       assert.strictEqual(Buffer.concat(second.sent.byInitiator).indexOf(EARLY), -1, "the early frame is encrypted")
+      // a third: IK again, now with the static-static DH each side keeps from the second
+      const third = yield* handshakeAt(server, alice, bob)
+      assert.strictEqual(third.initiator.pattern, "IK")
+      const more = yield* readUntil(third.responder, EARLY.length)
+      assert.strictEqual((yield* more).toString("utf8"), EARLY.toString("utf8"))
       const answer = splitDirection(Buffer.concat(second.sent.byResponder), 1)
       assert.lengthOf(answer.preamble, 1)
       assert.lengthOf(answer.handshake, 1, "one handshake message from the responder")

@@ -98,6 +98,7 @@ export const socketStream = (
   })
   const writeNow = (chunks: ReadonlyArray<Uint8Array>): Effect.Effect<void, ConnectionLost> => {
     if (socket.destroyed || !socket.writable) return Effect.fail(new ConnectionLost({ detail: "socket is closed" }))
+    if (chunks.length === 0) return Effect.void
     let outcome: Effect.Effect<void, ConnectionLost> | undefined
     let waiting: ((outcome: Effect.Effect<void, ConnectionLost>) => void) | undefined
     const done = (e?: Error | null) => {

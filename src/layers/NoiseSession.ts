@@ -58,8 +58,23 @@ export interface StaticKeyPair {
   readonly publicKey: Buffer
   readonly secretKey: Buffer
 }
-const newHandshake = (pattern: "XX" | "IK", initiator: boolean, staticKeys: StaticKeyPair): Handshake =>
-  new NoiseState(pattern, initiator, staticKeys)
+interface Curve {
+  readonly dh: (publicKey: Uint8Array, keyPair: StaticKeyPair) => Buffer
+}
+const newHandshake = (
+  pattern: "XX" | "IK",
+  initiator: boolean,
+  staticKeys: StaticKeyPair,
+  dh: (noise: Handshake) => Curve["dh"]
+): Handshake => {
+  const holder: { noise?: Handshake } = {}
+  // noise-handshake takes its DH functions as an option; ours is the package's own, with one shortcut (see `dh`)
+  const noise: Handshake = new NoiseState(pattern, initiator, staticKeys, {
+    curve: { ...curve, dh: (publicKey: Uint8Array, keyPair: StaticKeyPair) => dh(holder.noise!)(publicKey, keyPair) }
+  })
+  holder.noise = noise
+  return noise
+}
 const PROLOGUE = Buffer.alloc(0)
 const EMPTY = Buffer.alloc(0)
 /** An XX message 1 is the initiator's ephemeral key alone; an IK message 1 is longer (static key, payload, tags). */
@@ -254,6 +269,26 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
     known.set(where, Buffer.from(remoteStatic))
   }
 
+  /**
+   * X25519 as noise-handshake computes it, except that DH(our static key, a remote static key), the same for every
+   * handshake between two nodes (IK's ss), is computed once per remote key and kept (like the static key, for this
+   * run only; at most 1,024). Every DH with an ephemeral key is computed fresh.
+   */
+  const staticShared = new Map<string, Buffer>()
+  const dh =
+    (noise: Handshake): Curve["dh"] =>
+    (publicKey, keyPair) => {
+      if (keyPair !== staticKeys || publicKey !== noise.rs || noise.rs === null) return curve.dh(publicKey, keyPair)
+      const id = Buffer.from(publicKey).toString("base64")
+      let shared = staticShared.get(id)
+      if (shared === undefined) {
+        shared = Buffer.from(curve.dh(publicKey, keyPair))
+        if (staticShared.size >= 1024) staticShared.clear()
+        staticShared.set(id, shared)
+      }
+      return Buffer.from(shared)
+    }
+
   const handshake = (stream: ByteStream, role: "initiator" | "responder", opening: Opening) =>
     Effect.gen(function* () {
       const step = <A>(f: () => A) =>
@@ -298,7 +333,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
       /** XX as initiator; `first`: the preamble goes with message 1 and the remote's is read before message 2. */
       const initiateXX = (where: string, first: boolean) =>
         Effect.gen(function* () {
-          const noise = newHandshake("XX", true, staticKeys)
+          const noise = newHandshake("XX", true, staticKeys, dh)
           yield* step(() => noise.initialise(PROLOGUE))
           takeEphemeral(noise)
           const m1 = yield* step(() => noise.send())
@@ -321,7 +356,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
        */
       const initiateIK = (where: string, remoteStatic: Buffer, early: Uint8Array) =>
         Effect.gen(function* () {
-          const noise = newHandshake("IK", true, staticKeys)
+          const noise = newHandshake("IK", true, staticKeys, dh)
           yield* step(() => noise.initialise(PROLOGUE, remoteStatic))
           takeEphemeral(noise)
           const proof = networkProof(settings, "initiator", Buffer.concat([noise.e!.publicKey, remoteStatic]))
@@ -335,12 +370,14 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
           if ("problem" in theirs) return yield* refuse(noise, theirs.problem, [])
           remember(where, noise.rs)
           // the responder waits for a first transport message before it counts this connection as live (message 1
-          // alone could be a replay): an empty one goes now, whether or not the application writes soon
+          // alone could be a replay): an empty one leads the first write in this event-loop turn (usually the
+          // channel's first frames), or goes alone at its end
           const tx = new NoiseCipher(noise.tx, rekeyInterval)
-          yield* stream.write([tx.seal([EMPTY], 0)])
-          return secureTransport(stream, theirs.peer, tx, new NoiseCipher(noise.rx, rekeyInterval), [], {
+          const confirmation = tx.seal([EMPTY], 0)
+          return secureTransport(stream, theirs.peer, tx, new NoiseCipher(noise.rx, rekeyInterval), [confirmation], {
             pattern: "IK",
-            earlySent: true
+            earlySent: true,
+            leadWithin: "turn"
           })
         })
 
@@ -393,20 +430,20 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
       // the responder has nothing to say before message 1: its preamble goes with message 2, in one write
       const m1 = yield* recvFirst(false)
       if (m1.length === XX_MESSAGE_1) {
-        const noise = newHandshake("XX", false, staticKeys)
+        const noise = newHandshake("XX", false, staticKeys, dh)
         yield* step(() => noise.initialise(PROLOGUE))
         yield* step(() => noise.recv(m1))
         return yield* respondXX(noise, true)
       }
       if (resumption) {
-        const noise = newHandshake("IK", false, staticKeys)
+        const noise = newHandshake("IK", false, staticKeys, dh)
         noise.initialise(PROLOGUE)
         const payload = readable(noise, m1)
         if (payload !== undefined) return yield* respondIK(noise, payload)
       }
       // not for this static key: an empty message asks for XX, whose message 1 follows on the same connection
       yield* stream.write([opening.preamble, u16(0)])
-      const xx = newHandshake("XX", false, staticKeys)
+      const xx = newHandshake("XX", false, staticKeys, dh)
       yield* step(() => xx.initialise(PROLOGUE))
       const again = yield* readMessage(stream)
       yield* step(() => xx.recv(again))

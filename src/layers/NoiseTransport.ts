@@ -133,6 +133,12 @@ export interface TransportOptions {
   /** The handshake carried the opening's `early` bytes to the remote (sets ByteStream.earlySent). */
   readonly earlySent?: boolean
   /**
+   * The lead waits for the first write only until the end of this event-loop turn, then goes alone (it must reach
+   * the remote even if nothing else is written: a resumed initiator's confirmation). A write in the same turn, such
+   * as the first frames of a channel that just opened, carries it in the same socket write.
+   */
+  readonly leadWithin?: "turn"
+  /**
    * The remote's handshake could be a replay (an IK message 1): `confirmed` completes once its first transport
    * message authenticates, which only the live initiator can send.
    */
@@ -352,6 +358,16 @@ export const secureTransport = (
       })
     )
   stream.receive(inner)
+  if (options.leadWithin === "turn" && leading.length > 0) {
+    setImmediate(() => {
+      if (leading.length === 0 || ended !== undefined) return
+      const first = leading
+      leading = []
+      // handed to the socket now (a failure ends the socket, which the reader reports)
+      if (stream.writeNow !== undefined) stream.writeNow(first)
+      else Effect.runFork(Effect.ignore(stream.write(first)))
+    })
+  }
   return {
     remoteNodeId: peer.nodeId,
     peer,
