@@ -17,7 +17,7 @@ import type { SecureSession } from "../src/layers/SecureSession.js"
 import type { ConnectionLost } from "../src/schema/errors.js"
 import { IncomingPeerTrustPolicy, NetworkSettings } from "../src/schema/settings.js"
 import { PREAMBLE_LENGTH } from "../src/schema/wire.js"
-import { message, startNode } from "./support/nodes.js"
+import { message, startNode, waitFor } from "./support/nodes.js"
 import { relay, splitDirection } from "./support/noise-relay.js"
 import { opening, rawClient } from "./support/noise-sessions.js"
 import { recordingStream } from "./support/noise-streams.js"
@@ -215,7 +215,10 @@ describe("Noise resumption between nodes", () => {
       yield* (yield* b.awaitChannel(a.id)).awaitClosed
       const from = Buffer.concat(path.toServer).length
       const packets = yield* b.registry.subscribePackets
+      const events = yield* b.registry.subscribeEvents
       const second = yield* a.dial("127.0.0.1", path.port)
+      // announced like any inbound peer (once its confirmation came)
+      yield* waitFor(events, (e) => (e._tag === "IncomingPeer" && e.id === a.id ? Option.some(e) : Option.none()))
       yield* second.awaitTrusted
       yield* second.sendAndAwait(message(a.id, "over a resumed session"))
       const got = yield* packets.pipe(

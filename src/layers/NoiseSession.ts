@@ -214,14 +214,21 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
   const timeout = options.handshakeTimeoutMillis
   const resumption = options.resumption ?? true
   // one ephemeral key pair made ahead, while a handshake waits on the network, so the next handshake need not make
-  // its own before its first message; each is used by one handshake only (which erases it when done)
+  // its own before its first message; each is used by one handshake only (which erases it when done). It is made
+  // once the event loop has run the I/O that is due (the message just written leaves first).
   let spare: StaticKeyPair | undefined
+  let making = false
   const takeEphemeral = (noise: Handshake) => {
     noise.e = spare ?? curve.generateKeyPair()
     spare = undefined
   }
   const makeSpare = () => {
-    spare ??= curve.generateKeyPair()
+    if (spare !== undefined || making) return
+    making = true
+    setImmediate(() => {
+      making = false
+      spare ??= curve.generateKeyPair()
+    })
   }
 
   /** The remote's identity from its payload, or why it is not acceptable. */

@@ -223,6 +223,29 @@ const make = Effect.gen(function* () {
     initiator: boolean,
     queue: Queue.Queue<HandshakeMessage | LinkEnd>
   ): Effect.Effect<boolean, HandshakeFailed | ConnectionLost> => {
+    const decided = decideOn(link, initiator, queue)
+    const confirmed = link.stream.confirmed
+    if (initiator || confirmed === undefined || placement !== "EventBased") return decided
+    // a resumed (IK) opening with event-based placement: its peer is announced, and its trust decided, only once the
+    // initiator has shown it is live (see `admitted`)
+    return confirmed.pipe(
+      Effect.zipRight(
+        registry.publish(
+          NetworkEvent.IncomingPeer({
+            address: link.stream.remoteAddress,
+            port: link.stream.remotePort,
+            id: link.remoteHello.nodeId
+          })
+        )
+      ),
+      Effect.zipRight(decided)
+    )
+  }
+  const decideOn = (
+    link: Link,
+    initiator: boolean,
+    queue: Queue.Queue<HandshakeMessage | LinkEnd>
+  ): Effect.Effect<boolean, HandshakeFailed | ConnectionLost> => {
     if (!trust.policy.runDefaultTrustProtocol) return Exit.succeed(trust.policy.allowEnhancedPacketExchange)
     const verdict = handshake.run({
       initiator,
@@ -477,20 +500,19 @@ const make = Effect.gen(function* () {
       const id = link.remoteHello.nodeId
       const confirmed = link.stream.confirmed
       if (confirmed !== undefined) {
-        // a resumed (IK) opening: its first message could be a replay, so nothing is published, queued or registered
+        // a resumed (IK) opening: its first message could be a replay, so nothing is announced, queued or registered
         // before the initiator has shown it is live (its first transport message). With event-based placement our
-        // Hello goes out with message 2 meanwhile; an application deciding is only asked about a live initiator.
-        yield* placement === "EventBased" ? link.admit : link.write([])
+        // Hello goes out with message 2 at once and the trust phase waits for the proof (announcing the peer then);
+        // an application deciding is only asked about a live initiator: message 2 goes alone, and the wait is here.
+        if (placement === "EventBased") {
+          yield* link.admit
+          return link
+        }
+        yield* link.write([])
         yield* confirmed.pipe(
           deadlines.bound(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
           Effect.tapError(() => stream.destroy)
         )
-        if (placement === "EventBased") {
-          yield* registry.publish(
-            NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id })
-          )
-          return link
-        }
       }
       if (placement !== "QueueBased") {
         yield* registry.publish(
