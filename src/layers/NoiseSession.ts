@@ -372,7 +372,11 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
           makeSpare()
           const h1 = Buffer.from(noise.getHandshakeHash())
           const m2 = yield* recvFirst(true)
-          if (m2.length === 0) return undefined
+          if (m2.length === 0) {
+            // abandoned: its ephemeral secret is erased as a completed handshake erases it
+            noise.e?.secretKey.fill(0)
+            return undefined
+          }
           const theirs = check(decodePayload(yield* step(() => noise.recv(m2))), noise.rs, "responder", h1)
           if ("problem" in theirs) return yield* refuse(noise, theirs.problem, [])
           remember(where, noise.rs)
