@@ -3,7 +3,7 @@
  * with a timeout. A SecureSession (layers/SecureSession.ts) may wrap a ByteStream in an encrypting one before framing
  * starts; this is the seam where authenticated encryption is inserted.
  */
-import { Deferred, Effect, Ref } from "effect"
+import { Deferred, Effect, FiberId } from "effect"
 import type { Clock, Scope } from "effect"
 import * as net from "node:net"
 import { ConnectionLost, DialFailed } from "../schema/errors.js"
@@ -223,28 +223,26 @@ export const withDeadline =
  * interrupts its waiters rather than leaving them waiting.
  */
 export const sharedAttempts = <A, E>() =>
-  Effect.map(
-    Ref.make(new Map<string, Deferred.Deferred<A, E>>()),
-    (inFlight) =>
-      (key: string, attempt: Effect.Effect<A, E>): Effect.Effect<A, E> =>
-        Effect.gen(function* () {
-          const mine = yield* Deferred.make<A, E>()
-          const running = yield* Ref.modify(inFlight, (m) => {
-            const d = m.get(key)
-            return d !== undefined ? ([d, m] as const) : ([undefined, new Map(m).set(key, mine)] as const)
+  Effect.sync(() => {
+    // the attempts in progress, by key: a plain Map of this instance (its owner's scope), read and changed only in
+    // synchronous steps, so no Ref is needed to keep it consistent
+    const inFlight = new Map<string, Deferred.Deferred<A, E>>()
+    return (key: string, attempt: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      // the entry is made and its removal installed in one uninterruptible step: an interruption cannot leave a key
+      // taken for ever
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
+          const running = inFlight.get(key)
+          if (running !== undefined) return restore(Deferred.await(running))
+          const mine = Deferred.unsafeMake<A, E>(FiberId.none)
+          inFlight.set(key, mine)
+          return Effect.onExit(restore(attempt), (exit) => {
+            inFlight.delete(key)
+            return Deferred.done(mine, exit)
           })
-          if (running !== undefined) return yield* Deferred.await(running)
-          return yield* attempt.pipe(
-            Effect.onExit((exit) =>
-              Ref.update(inFlight, (m) => {
-                const n = new Map(m)
-                n.delete(key)
-                return n
-              }).pipe(Effect.zipRight(Deferred.done(mine, exit)))
-            )
-          )
         })
-  )
+      )
+  })
 
 /**
  * Resumes after the event loop's pending I/O callbacks have run (in its next check phase, not on a timer): work that
