@@ -385,11 +385,16 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
           // channel's first frames), or goes alone at its end
           const tx = new NoiseCipher(noise.tx, rekeyInterval)
           const confirmation = tx.seal([EMPTY], 0)
-          return secureTransport(stream, theirs.peer, tx, new NoiseCipher(noise.rx, rekeyInterval), [confirmation], {
-            pattern: "IK",
-            earlySent: true,
-            leadWithin: "turn"
-          })
+          // a stream that cannot hand bytes over outside a fiber sends it now
+          if (stream.writeNow === undefined) yield* stream.write([confirmation])
+          return secureTransport(
+            stream,
+            theirs.peer,
+            tx,
+            new NoiseCipher(noise.rx, rekeyInterval),
+            stream.writeNow === undefined ? [] : [confirmation],
+            { pattern: "IK", earlySent: true, leadWithin: "turn" }
+          )
         })
 
       /** XX as responder, from message 1; `preambleWith`: its preamble goes with message 2 (not sent yet). */

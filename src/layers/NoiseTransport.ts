@@ -135,7 +135,8 @@ export interface TransportOptions {
   /**
    * The lead waits for the first write only until the end of this event-loop turn, then goes alone (it must reach
    * the remote even if nothing else is written: a resumed initiator's confirmation). A write in the same turn, such
-   * as the first frames of a channel that just opened, carries it in the same socket write.
+   * as the first frames of a channel that just opened, carries it in the same socket write. Needs a stream with
+   * `writeNow` (the lead is handed to the socket from the event loop, outside any fiber); ignored without one.
    */
   readonly leadWithin?: "turn"
   /**
@@ -358,14 +359,15 @@ export const secureTransport = (
       })
     )
   stream.receive(inner)
-  if (options.leadWithin === "turn" && leading.length > 0) {
+  const handOver = stream.writeNow
+  if (options.leadWithin === "turn" && leading.length > 0 && handOver !== undefined) {
     setImmediate(() => {
       if (leading.length === 0 || ended !== undefined) return
       const first = leading
       leading = []
-      // handed to the socket now (a failure ends the socket, which the reader reports)
-      if (stream.writeNow !== undefined) stream.writeNow(first)
-      else Effect.runFork(Effect.ignore(stream.write(first)))
+      // handed to the socket during this call; the Effect returned would only wait for the kernel (a failure ends
+      // the socket, which the reader reports)
+      handOver(first)
     })
   }
   return {
@@ -389,7 +391,6 @@ export const secureTransport = (
       Effect.suspend(() => {
         if (ended !== undefined) return Effect.fail(ended)
         const planned = plan(chunks)
-        const handOver = stream.writeNow
         // the usual case, one round while no other write is under way: sealed and handed to the socket in this one
         // step, which no other writer can come between, so no lock is needed to keep the nonces in order
         if (!writing && handOver !== undefined && planned.length <= ROUND_MESSAGES) {
