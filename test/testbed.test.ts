@@ -188,4 +188,28 @@ describe("multi-host test bed", () => {
   )
 })
 
+describe("dialling across the test bed", () => {
+  bedIt(
+    "a dial to an address that never answers fails with DialFailed at connectTimeoutMillis, and the node goes on",
+    () =>
+      Effect.gen(function* () {
+        const bed = yield* makeTestBed({ hosts: 2 })
+        const [node, other] = yield* bed.startNodes([
+          { host: bed.host(1), env: { P2P_CONNECT_TIMEOUT_MS: "400" } },
+          { host: bed.host(2) }
+        ])
+        // an address on the bed's subnet that no host has: the connect gets no answer at all (no ARP reply, so no
+        // SYN-ACK and no refusal), from inside host 1's namespace like every packet to a bed address
+        const nobody = `${bed.host(1).address.split(".").slice(0, 3).join(".")}.200`
+        yield* node!.send({ cmd: "dial", host: nobody, port: BED_NODE_PORT })
+        const failed = yield* node!.waitFor("dial-failed", (e) => e.peer === `${nobody}:${BED_NODE_PORT}`)
+        assert.include(failed.reason, "timed out after 400 ms")
+        // the node still dials, and is dialled
+        yield* node!.send({ cmd: "dial", host: other!.host.address, port: BED_NODE_PORT })
+        yield* node!.waitFor("channel", (e) => e.peer === other!.id && e.state === "trusted")
+      }),
+    60_000
+  )
+})
+
 const probeScript = new URL("./support/bed-udp.ts", import.meta.url).pathname
