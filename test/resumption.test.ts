@@ -182,6 +182,34 @@ describe("Noise resumption (IK)", () => {
     })
   )
 
+  it.scopedLive("with a network key, IK's message 1 proves it: the same key resumes, another key is refused", () =>
+    Effect.gen(function* () {
+      const server = yield* listener
+      const keyed = (networkKey: string) => NetworkSettings.make({ handshakeTimeoutMillis: 2_000, networkKey })
+      const bobKeys = generateKeys()
+      const bobStatic = generateStaticKeys()
+      const alice = noiseSession(generateKeys(), keyed("the key"))
+      const bob = noiseSession(bobKeys, keyed("the key"), { staticKeys: bobStatic })
+      // the same node and static key, but another network key: message 1 is readable, its proof is not right
+      const impostor = noiseSession(bobKeys, keyed("another key"), { staticKeys: bobStatic })
+      yield* handshakeAt(server, alice, bob)
+      assert.strictEqual((yield* handshakeAt(server, alice, bob)).initiator.pattern, "IK")
+      const pair = yield* connectTo(server)
+      const [client, accepted] = [socketStream(pair.client), socketStream(pair.server)]
+      const [ours, theirs] = yield* Effect.all(
+        [
+          Effect.either(alice.upgrade(client, "initiator", opening(client, { early: EARLY }))),
+          Effect.either(impostor.upgrade(accepted, "responder", opening(accepted)))
+        ],
+        { concurrency: 2 }
+      )
+      for (const side of [ours, theirs]) {
+        assert.isTrue(Either.isLeft(side) && side.left._tag === "HandshakeFailed")
+        if (Either.isLeft(side)) assert.include(side.left.message, "network key proof failed")
+      }
+    })
+  )
+
   it.scopedLive("a replayed IK message 1 is answered, but the session is never confirmed", () =>
     Effect.gen(function* () {
       const server = yield* listener

@@ -76,7 +76,6 @@ const newHandshake = (
   return noise
 }
 const PROLOGUE = Buffer.alloc(0)
-const EMPTY = Buffer.alloc(0)
 /** An XX message 1 is the initiator's ephemeral key alone; an IK message 1 is longer (static key, payload, tags). */
 const XX_MESSAGE_1 = 32
 /** The payload of a message this handshake can read, or undefined (a message 1 for another static key). */
@@ -202,6 +201,22 @@ const decodePayload = (b: Buffer, rest = false): Payload | undefined => {
 }
 
 /**
+ * A session's memory of what it learnt (verified bindings, static keys by address, static-static DH results): at most
+ * `limit` entries, all forgotten when a new key would pass the limit (an entry is only ever a shortcut).
+ */
+const boundedCache = <V>(limit = 1024) => {
+  const entries = new Map<string, V>()
+  return {
+    get: (key: string) => entries.get(key),
+    set: (key: string, value: V) => {
+      if (entries.size >= limit && !entries.has(key)) entries.clear()
+      entries.set(key, value)
+    },
+    delete: (key: string) => entries.delete(key)
+  }
+}
+
+/**
  * One per node: the static key, its binding signature (made once), and a small cache of bindings already verified
  * (the same identity key, static key and signature always verify the same way), so repeated connections between the
  * same nodes skip the Ed25519 verification.
@@ -209,7 +224,7 @@ const decodePayload = (b: Buffer, rest = false): Payload | undefined => {
 export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions = {}) => {
   const staticKeys = options.staticKeys ?? generateStaticKeys()
   const binding = keys.sign(Buffer.concat([BINDING_LABEL, staticKeys.publicKey]))
-  const verified = new Map<string, NodeId>()
+  const verified = boundedCache<NodeId>()
   const rekeyInterval = options.rekeyInterval ?? 2 ** 20
   const timeout = options.handshakeTimeoutMillis
   const resumption = options.resumption ?? true
@@ -246,7 +261,6 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         return { problem: "peer's identity signature does not match its noise static key" }
       }
       id = nodeIdFromPublicKey(payload.publicKey)
-      if (verified.size >= 1024) verified.clear()
       verified.set(cacheKey, id)
     }
     if (payload.network !== settings.network) {
@@ -267,12 +281,11 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
 
   /**
    * Resumption: the static key that answered at each dialled address ("host:port"), learnt from a complete handshake.
-   * A dial to an address found here opens with IK (one round trip) instead of XX. Bounded like `verified`.
+   * A dial to an address found here opens with IK (one round trip) instead of XX. Bounded (`boundedCache`).
    */
-  const known = new Map<string, Buffer>()
+  const known = boundedCache<Buffer>()
   const remember = (where: string, remoteStatic: Buffer | null) => {
     if (!resumption || remoteStatic === null || where.endsWith(":0")) return
-    if (known.size >= 1024 && !known.has(where)) known.clear()
     known.set(where, Buffer.from(remoteStatic))
   }
 
@@ -281,7 +294,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
    * handshake between two nodes (IK's ss), is computed once per remote key and kept (like the static key, for this
    * run only; at most 1,024). Every DH with an ephemeral key is computed fresh.
    */
-  const staticShared = new Map<string, Buffer>()
+  const staticShared = boundedCache<Buffer>()
   const dh =
     (noise: Handshake): Curve["dh"] =>
     (publicKey, keyPair) => {
@@ -290,7 +303,6 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
       let shared = staticShared.get(id)
       if (shared === undefined) {
         shared = Buffer.from(curve.dh(publicKey, keyPair))
-        if (staticShared.size >= 1024) staticShared.clear()
         staticShared.set(id, shared)
       }
       return Buffer.from(shared)
@@ -381,20 +393,15 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
           if ("problem" in theirs) return yield* refuse(noise, theirs.problem, [])
           remember(where, noise.rs)
           // the responder waits for a first transport message before it counts this connection as live (message 1
-          // alone could be a replay): an empty one leads the first write in this event-loop turn (usually the
-          // channel's first frames), or goes alone at its end
-          const tx = new NoiseCipher(noise.tx, rekeyInterval)
-          const confirmation = tx.seal([EMPTY], 0)
+          // alone could be a replay): an empty one leads this turn's first write, or goes alone at its end
+          const transport = transportFor(noise, theirs.peer, [], {
+            pattern: "IK",
+            earlySent: true,
+            sendConfirmation: true
+          })
           // a stream that cannot hand bytes over outside a fiber sends it now
-          if (stream.writeNow === undefined) yield* stream.write([confirmation])
-          return secureTransport(
-            stream,
-            theirs.peer,
-            tx,
-            new NoiseCipher(noise.rx, rekeyInterval),
-            stream.writeNow === undefined ? [] : [confirmation],
-            { pattern: "IK", earlySent: true, leadWithin: "turn" }
-          )
+          if (stream.writeNow === undefined) yield* transport.write([])
+          return transport
         })
 
       /** XX as responder, from message 1; `preambleWith`: its preamble goes with message 2 (not sent yet). */
@@ -427,7 +434,7 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
             pattern: "IK",
             // the initiator's first frames, carried in message 1, are read first
             ...(sent!.rest.length > 0 ? { early: sent!.rest } : {}),
-            confirm: true
+            awaitConfirmation: true
           })
         })
 

@@ -11,7 +11,7 @@
  * a message in place once it is complete and hand plaintext to the framing only after its tag verified: a flipped
  * bit, a replayed, reordered or truncated message ends the stream with ConnectionLost and destroys the socket.
  */
-import { Effect } from "effect"
+import { Deferred, Effect, Exit, FiberId } from "effect"
 // @ts-expect-error sodium-native ships no type declarations
 import sodium from "sodium-native"
 import type { ByteStream, Receiver } from "../actors/Connection.js"
@@ -30,6 +30,7 @@ export const SEND_PLAINTEXT = 16 * 1024 - TAG
 /** Chunks at least this large are sealed in messages of their own, straight from their memory. */
 const DIRECT_BYTES = 16 * 1024
 const REKEY_NONCE = Buffer.concat([Buffer.alloc(4), Buffer.alloc(8, 0xff)])
+const EMPTY = Buffer.alloc(0)
 
 /** One direction's Noise CipherState: key, counter, rekey. */
 export class NoiseCipher {
@@ -133,17 +134,17 @@ export interface TransportOptions {
   /** The handshake carried the opening's `early` bytes to the remote (sets ByteStream.earlySent). */
   readonly earlySent?: boolean
   /**
-   * The lead waits for the first write only until the end of this event-loop turn, then goes alone (it must reach
-   * the remote even if nothing else is written: a resumed initiator's confirmation). A write in the same turn, such
-   * as the first frames of a channel that just opened, carries it in the same socket write. Needs a stream with
-   * `writeNow` (the lead is handed to the socket from the event loop, outside any fiber); ignored without one.
+   * A resumed (IK) initiator: its first transport message is an empty one, the confirmation the responder waits for.
+   * It leads the first write of this event-loop turn (usually a new channel's first frames, in the same socket write)
+   * and goes alone at the end of the turn when nothing was written, on a stream with `writeNow` (handed over from
+   * the event loop, outside any fiber). On a stream without, it goes with the first write: write `[]` to send it.
    */
-  readonly leadWithin?: "turn"
+  readonly sendConfirmation?: boolean
   /**
-   * The remote's handshake could be a replay (an IK message 1): `confirmed` completes once its first transport
-   * message authenticates, which only the live initiator can send.
+   * A resumed (IK) responder, whose remote's handshake could be a replay: `confirmed` completes once the remote's
+   * first transport message authenticates, which only the live initiator can send.
    */
-  readonly confirm?: boolean
+  readonly awaitConfirmation?: boolean
 }
 
 interface Planned {
@@ -199,25 +200,22 @@ export const secureTransport = (
   lead: ReadonlyArray<Uint8Array> = [],
   options: TransportOptions = {}
 ): SecureByteStream => {
-  let leading = lead
+  let leading = options.sendConfirmation === true ? [...lead, tx.seal([EMPTY], 0)] : lead
   let receiver: Receiver | undefined
   const held: Array<Uint8Array> = options.early === undefined ? [] : [options.early]
   let ended: ConnectionLost | undefined
   const input = new Chunks()
   let need = -1
-  // replay protection for a resumed responder: who waits for the remote's first authenticated message
-  let confirmed = options.confirm !== true
-  const confirmWaiters = new Set<(outcome: Effect.Effect<void, ConnectionLost>) => void>()
-  const settle = (outcome: Effect.Effect<void, ConnectionLost>) => {
-    for (const wake of confirmWaiters) wake(outcome)
-    confirmWaiters.clear()
-  }
+  // replay protection for a resumed responder: done at the remote's first authenticated message (or the end)
+  let unconfirmed =
+    options.awaitConfirmation === true ? Deferred.unsafeMake<void, ConnectionLost>(FiberId.none) : undefined
+  const confirmed = unconfirmed === undefined ? undefined : Deferred.await(unconfirmed)
   const end = (reason: ConnectionLost) => {
     if (ended !== undefined) return
     ended = reason
     stream.receive(undefined)
     Effect.runSync(stream.destroy)
-    if (!confirmed) settle(Effect.fail(reason))
+    if (unconfirmed !== undefined) Deferred.unsafeDone(unconfirmed, Exit.fail(reason))
     receiver?.onEnd(reason)
   }
   const deliver = (plain: Uint8Array) => {
@@ -244,9 +242,9 @@ export const secureTransport = (
             new ConnectionLost({ detail: "noise: message failed authentication (tampered, replayed or reordered)" })
           )
         }
-        if (!confirmed) {
-          confirmed = true
-          settle(Effect.void)
+        if (unconfirmed !== undefined) {
+          Deferred.unsafeDone(unconfirmed, Exit.void)
+          unconfirmed = undefined
         }
         deliver(plain)
       }
@@ -360,7 +358,7 @@ export const secureTransport = (
     )
   stream.receive(inner)
   const handOver = stream.writeNow
-  if (options.leadWithin === "turn" && leading.length > 0 && handOver !== undefined) {
+  if (options.sendConfirmation === true && handOver !== undefined) {
     setImmediate(() => {
       if (leading.length === 0 || ended !== undefined) return
       const first = leading
@@ -375,16 +373,7 @@ export const secureTransport = (
     peer,
     pattern: options.pattern ?? "XX",
     ...(options.earlySent === true ? { earlySent: true } : {}),
-    ...(options.confirm === true
-      ? {
-          confirmed: Effect.async<void, ConnectionLost>((resume) => {
-            if (confirmed) return resume(Effect.void)
-            if (ended !== undefined) return resume(Effect.fail(ended))
-            confirmWaiters.add(resume)
-            return Effect.sync(() => confirmWaiters.delete(resume))
-          })
-        }
-      : {}),
+    ...(confirmed === undefined ? {} : { confirmed }),
     remoteAddress: stream.remoteAddress,
     remotePort: stream.remotePort,
     write: (chunks) =>

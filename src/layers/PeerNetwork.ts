@@ -187,9 +187,23 @@ const make = Effect.gen(function* () {
    * close (the listener destroys every socket it accepted), the only thing that interrupts an accepted connection.
    */
   const openAccepted = (stream: ByteStream, counters: ChannelCounters) =>
-    establishOn(stream, "responder", counters).pipe(
-      deadlines.bound(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
-      Effect.tapError(() => stream.destroy)
+    establishOn(stream, "responder", counters).pipe(boundOnAccepted(stream))
+  /** One step of an accepted connection's opening, bounded by the handshake timeout; a failure destroys the socket. */
+  const boundOnAccepted =
+    (stream: ByteStream) =>
+    <A, E>(step: Effect.Effect<A, E>) =>
+      step.pipe(
+        deadlines.bound(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
+        Effect.tapError(() => stream.destroy)
+      )
+  /** Announces an inbound peer (an IncomingPeer event). */
+  const announce = (link: Link) =>
+    registry.publish(
+      NetworkEvent.IncomingPeer({
+        address: link.stream.remoteAddress,
+        port: link.stream.remotePort,
+        id: link.remoteHello.nodeId
+      })
     )
 
   /**
@@ -228,18 +242,7 @@ const make = Effect.gen(function* () {
     if (initiator || confirmed === undefined || placement !== "EventBased") return decided
     // a resumed (IK) opening with event-based placement: its peer is announced, and its trust decided, only once the
     // initiator has shown it is live (see `admitted`)
-    return confirmed.pipe(
-      Effect.zipRight(
-        registry.publish(
-          NetworkEvent.IncomingPeer({
-            address: link.stream.remoteAddress,
-            port: link.stream.remotePort,
-            id: link.remoteHello.nodeId
-          })
-        )
-      ),
-      Effect.zipRight(decided)
-    )
+    return confirmed.pipe(Effect.zipRight(announce(link)), Effect.zipRight(decided))
   }
   const decideOn = (
     link: Link,
@@ -509,16 +512,9 @@ const make = Effect.gen(function* () {
           return link
         }
         yield* link.write([])
-        yield* confirmed.pipe(
-          deadlines.bound(stream, settings.handshakeTimeoutMillis, handshakeTimeout),
-          Effect.tapError(() => stream.destroy)
-        )
+        yield* confirmed.pipe(boundOnAccepted(stream))
       }
-      if (placement !== "QueueBased") {
-        yield* registry.publish(
-          NetworkEvent.IncomingPeer({ address: stream.remoteAddress, port: stream.remotePort, id })
-        )
-      }
+      if (placement !== "QueueBased") yield* announce(link)
       if (placement !== "EventBased") {
         const decision = yield* Deferred.make<string | undefined>()
         const held: PendingPeer = {
