@@ -8,8 +8,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Chunk, Deferred, Effect, Either, Option, Stream } from "effect"
 import * as net from "node:net"
-import { socketStream } from "../src/actors/Connection.js"
-import type { ByteStream } from "../src/actors/Connection.js"
+import { afterPendingIo, socketStream } from "../src/actors/Connection.js"
+import type { ByteStream, EarlyFrame } from "../src/actors/Connection.js"
 import { generateKeys } from "../src/layers/NodeIdentity.js"
 import { generateStaticKeys, noiseSession } from "../src/layers/NoiseSession.js"
 import type { SecureByteStream } from "../src/layers/NoiseTransport.js"
@@ -42,10 +42,14 @@ const connectTo = (server: net.Server) =>
       const done = () => {
         if (accepted !== undefined && connected) resume(Effect.succeed({ client, server: accepted }))
       }
-      server.once("connection", (s: net.Socket) => {
+      // matched by port, so that connections made at once each get their own
+      const onConnection = (s: net.Socket) => {
+        if (s.remotePort !== client.localPort) return
+        server.off("connection", onConnection)
         accepted = s
         done()
-      })
+      }
+      server.on("connection", onConnection)
       const client = net.connect({ host: "127.0.0.1", port: (server.address() as net.AddressInfo).port }, () => {
         connected = true
         done()
@@ -60,11 +64,27 @@ const connectTo = (server: net.Server) =>
 
 const EARLY = Buffer.from("the initiator's first frame, carried early")
 
+/** A maker of early frames (EARLY each time), numbered in the order they were made. */
+const earlyMaker = () => {
+  let made = 0
+  const make = (): NumberedFrame => ({ bytes: EARLY, seq: made++ })
+  return { make, made: () => made }
+}
+interface NumberedFrame extends EarlyFrame {
+  readonly seq: number
+}
+const defaultMaker = earlyMaker().make
+
 /**
- * Both sides of one handshake on a new connection to `server`; the initiator offers EARLY to be carried. Records
- * what each side writes.
+ * Both sides of one handshake on a new connection to `server`; the initiator's opening makes its early frames with
+ * `early` (EARLY each). Records what each side writes.
  */
-const handshakeAt = (server: net.Server, initiator: SecureSession["Type"], responder: SecureSession["Type"]) =>
+const handshakeAt = (
+  server: net.Server,
+  initiator: SecureSession["Type"],
+  responder: SecureSession["Type"],
+  early: () => EarlyFrame = defaultMaker
+) =>
   Effect.gen(function* () {
     const pair = yield* connectTo(server)
     const client = socketStream(pair.client)
@@ -73,7 +93,7 @@ const handshakeAt = (server: net.Server, initiator: SecureSession["Type"], respo
     const [i, r] = yield* Effect.all(
       [
         initiator
-          .upgrade(recordingStream(client, sent.byInitiator), "initiator", opening(client, { early: EARLY }))
+          .upgrade(recordingStream(client, sent.byInitiator), "initiator", opening(client, { early }))
           // XX's message 3 leads the initiator's first write: an empty write sends it
           .pipe(Effect.tap((s) => s.write([]))),
         // as is IK's message 2 (it leads the responder's first write, usually its Hello)
@@ -113,12 +133,14 @@ describe("Noise resumption (IK)", () => {
       const first = yield* handshakeAt(server, alice, bob)
       assert.strictEqual(first.initiator.pattern, "XX")
       assert.strictEqual(first.responder.pattern, "XX")
-      assert.isUndefined(first.initiator.earlySent, "XX carries nothing early: the caller sends its Hello itself")
+      assert.isDefined(first.initiator.earlySent, "XX carries the early frame too, right after message 3")
+      const firstGot = yield* readUntil(first.responder, EARLY.length)
+      assert.strictEqual((yield* firstGot).toString("utf8"), EARLY.toString("utf8"))
 
       const second = yield* handshakeAt(server, alice, bob)
       assert.strictEqual(second.initiator.pattern, "IK")
       assert.strictEqual(second.responder.pattern, "IK")
-      assert.isTrue(second.initiator.earlySent)
+      assert.isDefined(second.initiator.earlySent)
       assert.strictEqual(second.responder.remoteNodeId, first.responder.remoteNodeId)
       // the responder reads the early frame first, then what the initiator writes after
       const got = yield* readUntil(second.responder, EARLY.length + 14)
@@ -140,6 +162,58 @@ describe("Noise resumption (IK)", () => {
     })
   )
 
+  it.scopedLive("a dial finds its IK message 1 prepared: made ahead, used once, a fresh ephemeral key each", () =>
+    Effect.gen(function* () {
+      const server = yield* listener
+      const alice = noiseSession(generateKeys(), settings)
+      const bob = noiseSession(generateKeys(), settings)
+      const frames = earlyMaker()
+      /** The initiator's ephemeral key in its first handshake message (after the preamble and the length). */
+      const ephemeral = (h: { sent: { byInitiator: Array<Buffer> } }) =>
+        Buffer.concat(h.sent.byInitiator)
+          .subarray(PREAMBLE_LENGTH + 2, PREAMBLE_LENGTH + 34)
+          .toString("hex")
+      const seq = (h: { initiator: SecureByteStream }) => (h.initiator.earlySent as NumberedFrame).seq
+
+      const first = yield* handshakeAt(server, alice, bob, frames.make)
+      assert.strictEqual(first.initiator.pattern, "XX")
+      // the opening for the next dial is made once the I/O due has run (setImmediate), as this waits for
+      yield* afterPendingIo
+      const madeBefore = frames.made()
+      assert.strictEqual(madeBefore, 2, "the first dial's frame, and the one prepared for the next")
+
+      const second = yield* handshakeAt(server, alice, bob, frames.make)
+      assert.strictEqual(second.initiator.pattern, "IK")
+      assert.strictEqual(seq(second), 1, "the frame sent was made before this dial began")
+      const got = yield* readUntil(second.responder, EARLY.length)
+      assert.strictEqual((yield* got).toString("utf8"), EARLY.toString("utf8"))
+      yield* second.responder.confirmed!
+
+      // two dials at once: one takes the prepared opening, the other makes its own; both resume
+      yield* afterPendingIo
+      const made = frames.made()
+      const [a, b] = yield* Effect.all(
+        [handshakeAt(server, alice, bob, frames.make), handshakeAt(server, alice, bob, frames.make)],
+        { concurrency: 2 }
+      )
+      assert.deepStrictEqual([a.initiator.pattern, b.initiator.pattern], ["IK", "IK"])
+      assert.deepStrictEqual(
+        [seq(a), seq(b)].sort((x, y) => x - y).map((n) => n < made),
+        [true, false],
+        "exactly one of them used the opening made ahead"
+      )
+      const keys = new Set([second, a, b].map(ephemeral))
+      assert.strictEqual(keys.size, 3, "every opening has its own ephemeral key")
+
+      // a frame from another maker (another network sharing the session) is never sent for this one
+      yield* afterPendingIo
+      const other = earlyMaker()
+      const foreign = yield* handshakeAt(server, alice, bob, other.make)
+      assert.strictEqual(foreign.initiator.pattern, "IK")
+      assert.strictEqual(seq(foreign), 0, "made by its own maker, during this dial")
+    })
+  )
+
   it.scopedLive("a responder whose static key changed asks for XX; the opening goes on in XX on that connection", () =>
     Effect.gen(function* () {
       const server = yield* listener
@@ -152,13 +226,14 @@ describe("Noise resumption (IK)", () => {
       const fallback = yield* handshakeAt(server, alice, after)
       assert.strictEqual(fallback.initiator.pattern, "XX")
       assert.strictEqual(fallback.responder.pattern, "XX")
-      assert.isUndefined(fallback.initiator.earlySent)
+      // the early frame message 1 carried was never read: XX sends it after message 3
+      assert.isDefined(fallback.initiator.earlySent)
       // the responder's first write: its preamble and an empty handshake message (the request for XX)
       const answer = Buffer.concat(fallback.sent.byResponder)
       assert.deepStrictEqual([...answer.subarray(PREAMBLE_LENGTH, PREAMBLE_LENGTH + 2)], [0, 0])
-      const got = yield* readUntil(fallback.responder, 18)
+      const got = yield* readUntil(fallback.responder, EARLY.length + 18)
       yield* fallback.initiator.write([Buffer.from("after the fallback")])
-      assert.strictEqual((yield* got).toString("utf8"), "after the fallback")
+      assert.strictEqual((yield* got).toString("utf8"), `${EARLY.toString("utf8")}after the fallback`)
 
       // and the key it learnt in the fallback serves the next opening
       const resumed = yield* handshakeAt(server, alice, after)
@@ -198,7 +273,7 @@ describe("Noise resumption (IK)", () => {
       const [client, accepted] = [socketStream(pair.client), socketStream(pair.server)]
       const [ours, theirs] = yield* Effect.all(
         [
-          Effect.either(alice.upgrade(client, "initiator", opening(client, { early: EARLY }))),
+          Effect.either(alice.upgrade(client, "initiator", opening(client, { early: defaultMaker }))),
           Effect.either(impostor.upgrade(accepted, "responder", opening(accepted)))
         ],
         { concurrency: 2 }

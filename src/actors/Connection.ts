@@ -16,6 +16,11 @@ export interface Receiver {
   readonly onEnd: (reason: ConnectionLost) => void
 }
 
+/** A frame an initiator sends first (its Hello), as made by the opening (see SecureSession's Opening.early). */
+export interface EarlyFrame {
+  readonly bytes: Uint8Array
+}
+
 export interface ByteStream {
   readonly remoteAddress: string
   readonly remotePort: number
@@ -23,8 +28,11 @@ export interface ByteStream {
   readonly remoteNodeId?: string
   /** Set by a secure session: what the peer proved (node, Ed25519 key, network). */
   readonly peer?: SessionPeer
-  /** Set by a secure session that carried the opening's `early` bytes (the Hello) inside its handshake. */
-  readonly earlySent?: boolean
+  /**
+   * Set by a secure session that carried the initiator's first frame (its Hello) itself: the frame it sent, one made
+   * by the opening's `early` (perhaps for an earlier connection to the same address, and kept ready since).
+   */
+  readonly earlySent?: EarlyFrame
   /**
    * Set by a secure session whose remote's handshake could have been replayed (a Noise IK responder): completes when
    * the remote's first transport message authenticated, which only the live initiator can send; fails if the stream

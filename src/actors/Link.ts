@@ -23,7 +23,7 @@ import {
 } from "../schema/wire.js"
 import type { SessionName } from "../schema/wire.js"
 import type { NodeKeys } from "../layers/NodeIdentity.js"
-import type { ByteStream } from "./Connection.js"
+import type { ByteStream, EarlyFrame } from "./Connection.js"
 import { readPrefix } from "./Connection.js"
 import type { SecureSession } from "../layers/SecureSession.js"
 
@@ -70,6 +70,31 @@ export interface Link {
   readonly admit: Effect.Effect<void, ConnectionLost>
 }
 
+/** A Hello and its encoded frame. */
+export interface HelloFrame extends EarlyFrame {
+  readonly hello: Hello
+}
+
+/**
+ * Makes this node's Hellos (a new nonce each). One per network: a secure session may keep a frame it made for a later
+ * connection, which it then uses only with the maker that made it. It holds only this node's own values, so the Hello
+ * is built without validation.
+ */
+export const helloMaker = (settings: NetworkSettings, keys: NodeKeys, listenPort: number) => (): HelloFrame => {
+  const hello = Hello.make(
+    {
+      version: PROTOCOL_VERSION,
+      network: settings.network,
+      nodeId: keys.id,
+      publicKey: Buffer.from(keys.publicKey).toString("base64"),
+      nonce: crypto.randomBytes(32).toString("base64"),
+      listenPort: listenPort as Hello["listenPort"]
+    },
+    true
+  )
+  return { hello, bytes: encodeFrame(hello) }
+}
+
 /** Reads the remote's 8-byte preamble; bytes after it stay held in the stream. */
 const readPreamble = (stream: ByteStream) =>
   readPrefix(
@@ -107,7 +132,8 @@ export interface EstablishOptions {
   readonly settings: NetworkSettings
   readonly keys: NodeKeys
   readonly secure: SecureSession["Type"]
-  readonly listenPort: number
+  /** This node's Hello maker (`helloMaker`, one per network). */
+  readonly hello: () => HelloFrame
   readonly counters: ChannelCounters
   /** Initiator: the node this address was dialled for, when known (an authenticating session refuses others). */
   readonly expectedPeer?: NodeId
@@ -120,39 +146,29 @@ export interface EstablishOptions {
  */
 export const establish = (stream: ByteStream, role: "initiator" | "responder", opts: EstablishOptions) =>
   Effect.gen(function* () {
-    // the initiator's Hello is ready before the session's handshake, so it leaves the moment the session is up; the
-    // responder's is made after it (it is sent only on admission, and the remote's first message should not wait
-    // for it). It holds only this node's own values, so it is built without validation. The inbox is made first:
-    // cheap, and the remote's first message arrives later than this.
-    const makeHello = () => {
-      const hello = Hello.make(
-        {
-          version: PROTOCOL_VERSION,
-          network: opts.settings.network,
-          nodeId: opts.keys.id,
-          publicKey: Buffer.from(opts.keys.publicKey).toString("base64"),
-          nonce: crypto.randomBytes(32).toString("base64"),
-          listenPort: opts.listenPort as Hello["listenPort"]
-        },
-        true
-      )
-      return { hello, frame: encodeFrame(hello) }
-    }
-    const early = role === "initiator" ? makeHello() : undefined
+    // an initiator's Hello leaves as soon as the session allows: a session that carries it makes it itself (while the
+    // handshake waits on the network, or ahead of time for the next connection to an address); otherwise it is made
+    // before the upgrade. The responder's is made after the upgrade (it is sent only on admission, and the remote's
+    // first message should not wait for it). The inbox is made first: cheap, and the remote's first message arrives later than this.
+    const makeHello = opts.hello
+    const carried = role === "initiator" && opts.secure.carriesEarly === true
+    const eager = role === "initiator" && !carried ? makeHello() : undefined
     const inbox = yield* Queue.unbounded<InboxItem>()
     const clock = yield* Effect.clock
     const own = preamble(PROTOCOL_VERSION, opts.secure.name)
     const secured = yield* opts.secure.upgrade(stream, role, {
       preamble: own,
       remotePreamble: checkPreamble(stream, opts.secure.name, own),
-      ...(early === undefined ? {} : { early: early.frame }),
+      ...(carried ? { early: makeHello } : {}),
       ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
     })
-    const { hello: localHello, frame: helloFrame } = early ?? makeHello()
+    // the frames this side's `early` made are HelloFrames (a prepared one was made by another connection's, the same)
+    const sent = secured.earlySent as HelloFrame | undefined
+    const { hello: localHello, bytes: helloFrame } = sent ?? eager ?? makeHello()
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
     const sendHello = secured.write([helloFrame])
     // the initiator introduces itself first; the responder answers only once it has admitted the initiator
-    if (role === "initiator" && secured.earlySent !== true) yield* sendHello
+    if (role === "initiator" && sent === undefined) yield* sendHello
     const first = yield* Queue.take(inbox)
     partial.drained([first])
     if (first instanceof LinkEnd) return yield* Effect.fail(first.reason)

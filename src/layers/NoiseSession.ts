@@ -22,7 +22,7 @@ import * as crypto from "node:crypto"
 import NoiseState from "noise-handshake"
 // @ts-expect-error noise-handshake ships no type declarations
 import curve from "noise-handshake/dh.js"
-import type { ByteStream } from "../actors/Connection.js"
+import type { ByteStream, EarlyFrame } from "../actors/Connection.js"
 import { readPrefix, withDeadline } from "../actors/Connection.js"
 import { ConnectionLost, HandshakeFailed, PeerIdentityMismatch } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
@@ -105,6 +105,22 @@ export interface NoiseOptions {
    * IK message 1 is answered with the request to use XX).
    */
   readonly resumption?: boolean
+}
+
+/** Prepared openings kept at most (one per address; the oldest is dropped). */
+const PREPARED_LIMIT = 64
+
+/** An IK initiator's message 1, made (perhaps ahead of the dial) with the handshake that continues from it. */
+interface PreparedIK {
+  readonly noise: Handshake
+  /** The static key it was made for. */
+  readonly remoteStatic: Buffer
+  readonly m1: Buffer
+  /** The handshake hash after message 1. */
+  readonly h1: Buffer
+  /** The Hello inside, and the maker that made it. */
+  readonly early: EarlyFrame
+  readonly maker: () => EarlyFrame
 }
 
 const u16 = (n: number) => {
@@ -216,12 +232,8 @@ const boundedCache = <V>(limit = 1024) => {
   }
 }
 
-/**
- * One per node: the static key, its binding signature (made once), and a small cache of bindings already verified
- * (the same identity key, static key and signature always verify the same way), so repeated connections between the
- * same nodes skip the Ed25519 verification.
- */
-export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions = {}) => {
+/** The session and `forget`, which erases the keys it keeps ready and stops it preparing more (see noiseSession). */
+const makeNoiseSession = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions) => {
   const staticKeys = options.staticKeys ?? generateStaticKeys()
   const binding = keys.sign(Buffer.concat([BINDING_LABEL, staticKeys.publicKey]))
   const verified = boundedCache<NodeId>()
@@ -279,14 +291,76 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
     return { peer: { nodeId: id, publicKey: new Uint8Array(payload.publicKey), network: payload.network } }
   }
 
+  const ownPayload = (proof: Buffer) => encodePayload(keys, binding, settings.network, proof)
+
   /**
    * Resumption: the static key that answered at each dialled address ("host:port"), learnt from a complete handshake.
    * A dial to an address found here opens with IK (one round trip) instead of XX. Bounded (`boundedCache`).
    */
   const known = boundedCache<Buffer>()
-  const remember = (where: string, remoteStatic: Buffer | null) => {
+  /**
+   * Prepared openings: for an address just dialled (at most PREPARED_LIMIT, the most recent), IK's message 1 for the
+   * next dial there, made once this turn's I/O has run, with its own ephemeral key and its own Hello from the
+   * opening's `early`. A dial that finds one writes it the moment its socket is up (no DH, no Hello to make on the
+   * way); each is used once, and its ephemeral secret is erased when it is dropped unused.
+   */
+  const prepared = new Map<string, PreparedIK>()
+  const preparing = new Set<string>()
+  let closed = false
+  const drop = (ik: PreparedIK) => ik.noise.e?.secretKey.fill(0)
+  const remember = (where: string, remoteStatic: Buffer | null, early: Opening["early"]) => {
     if (!resumption || remoteStatic === null || where.endsWith(":0")) return
     known.set(where, Buffer.from(remoteStatic))
+    if (early === undefined || preparing.has(where)) return
+    preparing.add(where)
+    setImmediate(() => {
+      preparing.delete(where)
+      const rs = known.get(where)
+      if (closed || prepared.has(where) || rs === undefined) return
+      let ik: PreparedIK
+      try {
+        ik = makeIK(rs, early)
+      } catch {
+        return // nothing prepared: the next dial makes its own
+      }
+      if (prepared.size >= PREPARED_LIMIT) {
+        const oldest = prepared.keys().next().value!
+        drop(prepared.get(oldest)!)
+        prepared.delete(oldest)
+      }
+      prepared.set(where, ik)
+      makeSpare()
+    })
+  }
+  /**
+   * The prepared opening for `where`, taken, when it was made for the static key known there now and with this
+   * opening's Hello maker (a session shared by two networks never sends one's Hello for the other).
+   */
+  const takePrepared = (where: string, remoteStatic: Buffer, maker: () => EarlyFrame): PreparedIK | undefined => {
+    const ik = prepared.get(where)
+    if (ik === undefined) return undefined
+    prepared.delete(where)
+    if (ik.maker === maker && ik.remoteStatic.equals(remoteStatic)) return ik
+    drop(ik)
+    return undefined
+  }
+  /** IK's message 1 to `remoteStatic`, with a Hello from `maker` inside (after the identity payload). */
+  const makeIK = (remoteStatic: Buffer, maker: () => EarlyFrame): PreparedIK => {
+    const early = maker()
+    const noise = newHandshake("IK", true, staticKeys, dh)
+    noise.initialise(PROLOGUE, remoteStatic)
+    takeEphemeral(noise)
+    const proof = networkProof(settings, "initiator", Buffer.concat([noise.e!.publicKey, remoteStatic]))
+    const m1 = noise.send(Buffer.concat([ownPayload(proof), early.bytes]))
+    return { noise, remoteStatic, m1, h1: Buffer.from(noise.getHandshakeHash()), early, maker }
+  }
+  /** Erases what this session keeps ready (prepared openings, the spare key) and prepares nothing more. */
+  const forget = () => {
+    closed = true
+    for (const ik of prepared.values()) drop(ik)
+    prepared.clear()
+    spare?.secretKey.fill(0)
+    spare = undefined
   }
 
   /**
@@ -347,10 +421,12 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
             Effect.zipRight(stream.destroy),
             Effect.zipRight(Effect.fail(new HandshakeFailed({ reason: problem })))
           )
-      const ownPayload = (proof: Buffer) => encodePayload(keys, binding, settings.network, proof)
-
-      /** XX as initiator; `first`: the preamble goes with message 1 and the remote's is read before message 2. */
-      const initiateXX = (where: string, first: boolean) =>
+      /**
+       * XX as initiator; `first`: the preamble goes with message 1 and the remote's is read before message 2. The
+       * opening's early frame (`carried`, or one made while message 2 is on its way) is the first transport message,
+       * in the same write as message 3.
+       */
+      const initiateXX = (where: string, first: boolean, carried?: EarlyFrame) =>
         Effect.gen(function* () {
           const noise = newHandshake("XX", true, staticKeys, dh)
           yield* step(() => noise.initialise(PROLOGUE))
@@ -359,30 +435,32 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
           // the preamble and message 1 leave together; the remote's preamble is checked before reading message 2
           yield* stream.write(first ? [opening.preamble, ...message(m1)] : message(m1))
           makeSpare()
+          const early = carried ?? (opening.early === undefined ? undefined : yield* step(opening.early))
           const h1 = Buffer.from(noise.getHandshakeHash())
           const m2 = yield* first ? recvFirst(true) : readMessage(stream)
           const theirs = check(decodePayload(yield* step(() => noise.recv(m2))), noise.rs, "responder", h1)
           const m3 = yield* step(() => noise.send(ownPayload(networkProof(settings, "initiator", h1))))
           // message 3 is not written on its own: it leads the first transport write (the Hello, or a Reject)
           if ("problem" in theirs) return yield* refuse(noise, theirs.problem, message(m3))
-          remember(where, noise.rs)
-          return transportFor(noise, theirs.peer, message(m3), { pattern: "XX" })
+          remember(where, noise.rs, opening.early)
+          const transport = transportFor(noise, theirs.peer, message(m3), {
+            pattern: "XX",
+            ...(early === undefined ? {} : { earlySent: early })
+          })
+          if (early !== undefined) yield* transport.write([early.bytes])
+          return transport
         })
 
       /**
-       * IK as initiator, to the static key last seen at this address, with `early` (the Hello) inside message 1.
-       * Undefined when the responder answers that it cannot read message 1 (its key changed): XX follows.
+       * IK as initiator, to the static key last seen at this address: `ik` is its message 1 (made for this dial, or
+       * prepared ahead), with the Hello inside. Undefined when the responder answers that it cannot read message 1
+       * (its key changed): XX follows.
        */
-      const initiateIK = (where: string, remoteStatic: Buffer, early: Uint8Array) =>
+      const initiateIK = (where: string, ik: PreparedIK) =>
         Effect.gen(function* () {
-          const noise = newHandshake("IK", true, staticKeys, dh)
-          yield* step(() => noise.initialise(PROLOGUE, remoteStatic))
-          takeEphemeral(noise)
-          const proof = networkProof(settings, "initiator", Buffer.concat([noise.e!.publicKey, remoteStatic]))
-          const m1 = yield* step(() => noise.send(Buffer.concat([ownPayload(proof), early])))
-          yield* stream.write([opening.preamble, ...message(m1)])
+          const { noise, h1 } = ik
+          yield* stream.write([opening.preamble, ...message(ik.m1)])
           makeSpare()
-          const h1 = Buffer.from(noise.getHandshakeHash())
           const m2 = yield* recvFirst(true)
           if (m2.length === 0) {
             // abandoned: its ephemeral secret is erased as a completed handshake erases it
@@ -391,12 +469,12 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
           }
           const theirs = check(decodePayload(yield* step(() => noise.recv(m2))), noise.rs, "responder", h1)
           if ("problem" in theirs) return yield* refuse(noise, theirs.problem, [])
-          remember(where, noise.rs)
+          remember(where, noise.rs, opening.early)
           // the responder waits for a first transport message before it counts this connection as live (message 1
           // alone could be a replay): an empty one leads this turn's first write, or goes alone at its end
           const transport = transportFor(noise, theirs.peer, [], {
             pattern: "IK",
-            earlySent: true,
+            earlySent: ik.early,
             sendConfirmation: true
           })
           // a stream that cannot hand bytes over outside a fiber sends it now
@@ -444,11 +522,14 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         const remoteStatic =
           resumption && opening.early !== undefined && stream.remotePort !== 0 ? known.get(where) : undefined
         if (remoteStatic === undefined) return yield* initiateXX(where, true)
-        const resumed = yield* initiateIK(where, remoteStatic, opening.early!)
+        const maker = opening.early!
+        const ik = takePrepared(where, remoteStatic, maker) ?? (yield* step(() => makeIK(remoteStatic, maker)))
+        const resumed = yield* initiateIK(where, ik)
         if (resumed !== undefined) return resumed
-        // the responder could not read it (it restarted with another static key, or another node answers there)
+        // the responder could not read it (it restarted with another static key, or another node answers there); the
+        // Hello it carried was never read, so XX sends it instead
         known.delete(where)
-        return yield* initiateXX(where, false)
+        return yield* initiateXX(where, false, ik.early)
       }
       // the responder has nothing to say before message 1: its preamble goes with message 2, in one write
       const m1 = yield* recvFirst(false)
@@ -473,8 +554,9 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
       return yield* respondXX(xx, false)
     })
 
-  return SecureSession.of({
+  const service = SecureSession.of({
     name: "noise",
+    carriesEarly: true,
     upgrade: (stream, role, opening) =>
       handshake(stream, role, opening).pipe(
         // a timer of its own only when one was asked for (PeerNetwork bounds the whole opening)
@@ -497,7 +579,17 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
         // connection instead of two, on the path every connection waits on
       )
   })
+  return { service, forget }
 }
+
+/**
+ * One per node: the static key, its binding signature (made once), and a small cache of bindings already verified
+ * (the same identity key, static key and signature always verify the same way), so repeated connections between the
+ * same nodes skip the Ed25519 verification. What it keeps ready for later handshakes (a spare ephemeral key, prepared
+ * openings) lives until the process ends; `noiseSessionLayer` erases it when its scope closes.
+ */
+export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options: NoiseOptions = {}) =>
+  makeNoiseSession(keys, settings, options).service
 
 /**
  * The Noise session for this node's identity and settings, whatever NetworkSettings.session says.
@@ -508,9 +600,13 @@ export const noiseSession = (keys: NodeKeys, settings: NetworkSettings, options:
 export const noiseSessionLayer = (
   options: NoiseOptions = {}
 ): Layer.Layer<SecureSession, never, NetworkConfig | NodeIdentity> =>
-  Layer.effect(
+  Layer.scoped(
     SecureSession,
-    Effect.map(Effect.all([NodeIdentity, NetworkConfig]), ([keys, settings]) => noiseSession(keys, settings, options))
+    Effect.gen(function* () {
+      const made = makeNoiseSession(yield* NodeIdentity, yield* NetworkConfig, options)
+      yield* Effect.addFinalizer(() => Effect.sync(made.forget))
+      return made.service
+    })
   )
 
 /** The default session: Noise, or clear text when NetworkSettings.session is "plain". */

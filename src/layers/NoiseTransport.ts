@@ -14,7 +14,7 @@
 import { Deferred, Effect, Exit, FiberId } from "effect"
 // @ts-expect-error sodium-native ships no type declarations
 import sodium from "sodium-native"
-import type { ByteStream, Receiver } from "../actors/Connection.js"
+import type { ByteStream, EarlyFrame, Receiver } from "../actors/Connection.js"
 import { ConnectionLost } from "../schema/errors.js"
 import type { NodeId } from "../schema/ids.js"
 
@@ -131,8 +131,8 @@ export interface TransportOptions {
   readonly pattern?: "XX" | "IK"
   /** Plaintext the handshake carried from the remote (an IK message 1's frames), read before any message. */
   readonly early?: Uint8Array
-  /** The handshake carried the opening's `early` bytes to the remote (sets ByteStream.earlySent). */
-  readonly earlySent?: boolean
+  /** The session carried this frame of the opening's `early` to the remote (sets ByteStream.earlySent). */
+  readonly earlySent?: EarlyFrame
   /**
    * A resumed (IK) initiator: its first transport message is an empty one, the confirmation the responder waits for.
    * It leads the first write of this event-loop turn (usually a new channel's first frames, in the same socket write)
@@ -372,7 +372,7 @@ export const secureTransport = (
     remoteNodeId: peer.nodeId,
     peer,
     pattern: options.pattern ?? "XX",
-    ...(options.earlySent === true ? { earlySent: true } : {}),
+    ...(options.earlySent === undefined ? {} : { earlySent: options.earlySent }),
     ...(confirmed === undefined ? {} : { confirmed }),
     remoteAddress: stream.remoteAddress,
     remotePort: stream.remotePort,

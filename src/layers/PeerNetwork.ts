@@ -9,7 +9,7 @@ import type * as net from "node:net"
 import type { ByteStream, Connecting } from "../actors/Connection.js"
 import { afterPendingIo, connectTcp, makeDeadlines, sharedAttempts, socketStream } from "../actors/Connection.js"
 import type { Link } from "../actors/Link.js"
-import { establish, LinkEnd, makeCounters } from "../actors/Link.js"
+import { establish, helloMaker, LinkEnd, makeCounters } from "../actors/Link.js"
 import type { ChannelCounters } from "../actors/Link.js"
 import { listenTcp } from "../actors/Listener.js"
 import type { ChannelDeps, ChannelParts, ChannelRuntime, ChannelState, PeerChannel } from "../actors/PeerChannel.js"
@@ -166,6 +166,7 @@ const make = Effect.gen(function* () {
       onTimeout: () => new HandshakeTimeout({ millis: settings.handshakeTimeoutMillis })
     })
 
+  const makeHello = helloMaker(settings, keys, listenPort)
   const establishOn = (
     stream: ByteStream,
     role: "initiator" | "responder",
@@ -176,7 +177,7 @@ const make = Effect.gen(function* () {
       settings,
       keys,
       secure,
-      listenPort,
+      hello: makeHello,
       counters,
       ...(expectedPeer === undefined ? {} : { expectedPeer })
     })

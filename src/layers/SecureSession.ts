@@ -10,7 +10,7 @@
  * the responder's Hello). A side with nothing to send can write an empty list of chunks to flush them.
  */
 import { Context, Effect, Layer } from "effect"
-import type { ByteStream } from "../actors/Connection.js"
+import type { ByteStream, EarlyFrame } from "../actors/Connection.js"
 import type {
   ConnectionLost,
   HandshakeFailed,
@@ -36,10 +36,12 @@ export interface Opening {
   /** The node this connection was dialled for, when known: a session that authenticates peers must refuse others. */
   readonly expectedPeer?: NodeId
   /**
-   * Initiator: its first frame (the Hello). A session may carry it inside its handshake (Noise IK's message 1); it
-   * then sets `earlySent` on the stream it returns, and the caller does not send it again.
+   * Initiator, to a session that `carriesEarly`: makes its first frame (a Hello; a new one each call, each sent once).
+   * The session sends one itself, inside or right after its handshake, and names it in `earlySent` on the stream it
+   * returns. It may make one ahead, for the next connection to the same address (see NoiseSession's prepared
+   * openings), so the frame sent may come from an earlier call.
    */
-  readonly early?: Uint8Array
+  readonly early?: () => EarlyFrame
 }
 
 export type UpgradeError = ConnectionLost | HandshakeFailed | ProtocolMismatch | SessionMismatch | PeerIdentityMismatch
@@ -48,6 +50,11 @@ export class SecureSession extends Context.Tag("effect-p2pnet/SecureSession")<
   SecureSession,
   {
     readonly name: SessionName
+    /**
+     * The session sends the initiator's first frame itself (Opening.early); otherwise the caller makes it before the
+     * upgrade and sends it after.
+     */
+    readonly carriesEarly?: boolean
     readonly upgrade: (
       stream: ByteStream,
       role: "initiator" | "responder",
