@@ -524,7 +524,8 @@ const makeNoiseSession = (keys: NodeKeys, settings: NetworkSettings, options: No
         if (remoteStatic === undefined) return yield* initiateXX(where, true)
         const maker = opening.early!
         const ik = takePrepared(where, remoteStatic, maker) ?? (yield* step(() => makeIK(remoteStatic, maker)))
-        const resumed = yield* initiateIK(where, ik)
+        // a dial that fails on the way erases the ephemeral secret it took (a completed one is erased by the handshake)
+        const resumed = yield* initiateIK(where, ik).pipe(Effect.onError(() => Effect.sync(() => drop(ik))))
         if (resumed !== undefined) return resumed
         // the responder could not read it (it restarted with another static key, or another node answers there); the
         // Hello it carried was never read, so XX sends it instead

@@ -7,7 +7,8 @@
  *
  * Writes pack the chunks given into messages of at most SEND_PLAINTEXT (16 KiB) plaintext bytes: many small frames
  * share one message (gathered and encrypted in place), a large attachment is encrypted slice by slice straight from
- * its memory (never concatenated as a whole), and a batch is encrypted and written a round at a time. Reads decrypt
+ * its memory (never concatenated as a whole), and a batch is encrypted and written a round at a time (a round's
+ * messages sealed one after another into one reused buffer, handed to the socket in one write). Reads decrypt
  * a message in place once it is complete and hand plaintext to the framing only after its tag verified: a flipped
  * bit, a replayed, reordered or truncated message ends the stream with ConnectionLost and destroys the socket.
  */
@@ -153,6 +154,8 @@ interface Planned {
 }
 /** Messages encrypted and written per socket write. */
 const ROUND_MESSAGES = 16
+/** A round's buffer holds at least this much (a 64 KiB attachment's messages and a frame head fit in one). */
+const ROUND_MIN = 5 * (2 + 16 * 1024)
 
 /** A queue of received chunks from which exact byte counts are taken as subarrays (no copying). */
 class Chunks {
@@ -256,17 +259,21 @@ export const secureTransport = (
           : reason
       )
   }
-  // full-size message buffers whose write has completed, reused for the next messages (sending allocates no new
-  // memory in steady state); a failed write keeps its buffers out of the pool
+  // a round's messages are sealed one after another into one buffer, written with one socket write; round buffers
+  // whose write has completed are reused for the next rounds (sending allocates no new memory in steady state), a
+  // failed write keeps its buffer out of the pool
   const free: Array<Buffer> = []
-  const FULL = 2 + SEND_PLAINTEXT + TAG
-  const take = (n: number) =>
-    n < 4096 ? Buffer.allocUnsafe(n) : (free.pop() ?? Buffer.allocUnsafe(FULL)).subarray(0, n)
-  const recycle = (messages: ReadonlyArray<Uint8Array>) => {
-    for (const m of messages) {
-      if (m.byteLength >= 4096 && m.buffer.byteLength === FULL && free.length < ROUND_MESSAGES) {
-        free.push(Buffer.from(m.buffer, m.byteOffset, FULL))
-      }
+  const takeRound = (n: number): Buffer => {
+    if (n < 4096) return Buffer.allocUnsafe(n)
+    while (free.length > 0) {
+      const b = free.pop()!
+      if (b.length >= n) return b.subarray(0, n)
+    }
+    return Buffer.allocUnsafe(Math.max(n, ROUND_MIN)).subarray(0, n)
+  }
+  const recycle = (round: Buffer) => {
+    if (round.byteLength >= 4096 && round.byteOffset === 0 && free.length < 2) {
+      free.push(Buffer.from(round.buffer, 0, round.buffer.byteLength))
     }
   }
   /** Cuts the chunks into messages' worth of pieces (views, nothing copied or encrypted yet). */
@@ -296,9 +303,9 @@ export const secureTransport = (
     return out
   }
   /**
-   * Encrypts and writes the planned messages a round at a time (at most ROUND_MESSAGES, about 1 MiB), each round once
-   * the previous one is written: a large batch never holds its whole ciphertext in memory, and the buffers of one
-   * round serve the next.
+   * Encrypts and writes the planned messages a round at a time (at most ROUND_MESSAGES, about 256 KiB), each round
+   * once the previous one is written: a large batch never holds its whole ciphertext in memory, and the buffer of one
+   * round serves the next.
    */
   const writeRounds = (
     planned: ReadonlyArray<Planned>,
@@ -308,13 +315,17 @@ export const secureTransport = (
     write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost> = stream.write
   ): Effect.Effect<void, ConnectionLost> => {
     const to = Math.min(planned.length, from + ROUND_MESSAGES)
-    const messages: Array<Uint8Array> = []
-    for (let i = from; i < to; i++) messages.push(tx.seal(planned[i]!.pieces, planned[i]!.size, take))
+    let bytes = 0
+    for (let i = from; i < to; i++) bytes += 2 + planned[i]!.size + TAG
+    const round = bytes === 0 ? EMPTY : takeRound(bytes)
+    let at = 0
+    const slot = (n: number) => round.subarray(at, (at += n))
+    for (let i = from; i < to; i++) tx.seal(planned[i]!.pieces, planned[i]!.size, slot)
     const first = leading
     leading = []
-    if (first.length === 0 && messages.length === 0) return Effect.void
-    return Effect.flatMap(write(first.length === 0 ? messages : [...first, ...messages]), () => {
-      recycle(messages)
+    if (first.length === 0 && bytes === 0) return Effect.void
+    return Effect.flatMap(write(bytes === 0 ? first : first.length === 0 ? [round] : [...first, round]), () => {
+      recycle(round)
       return to < planned.length ? writeRounds(planned, to, write) : Effect.void
     })
   }
