@@ -165,6 +165,15 @@ class Chunks {
     this.list.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
     this.length += chunk.length
   }
+  /** The next `n` bytes as one buffer: a view of the first chunk when it holds them all, else gathered into a copy. */
+  takeContiguous(n: number): Buffer {
+    const head = this.list[0]!
+    if (head.length < n) return contiguous(this.take(n), Buffer.allocUnsafe)
+    this.length -= n
+    if (head.length === n) this.list.shift()
+    else this.list[0] = head.subarray(n)
+    return head.length === n ? head : head.subarray(0, n)
+  }
   take(n: number): Array<Buffer> {
     const out: Array<Buffer> = []
     this.length -= n
@@ -232,12 +241,12 @@ export const secureTransport = (
       while (ended === undefined) {
         if (need < 0) {
           if (input.length < 2) return
-          need = contiguous(input.take(2), Buffer.allocUnsafe).readUInt16BE(0)
+          need = input.takeContiguous(2).readUInt16BE(0)
           if (need < TAG) return end(new ConnectionLost({ detail: `noise: message of ${need} bytes is too short` }))
         }
         if (input.length < need) return
         // decrypted in place: a message inside one socket read needs no copy, one across reads is gathered once
-        const body = contiguous(input.take(need), Buffer.allocUnsafe)
+        const body = input.takeContiguous(need)
         need = -1
         const plain = rx.open(body)
         if (plain === undefined) {
