@@ -149,7 +149,8 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
     // an initiator's Hello leaves as soon as the session allows: a session that carries it makes it itself (while the
     // handshake waits on the network, or ahead of time for the next connection to an address); otherwise it is made
     // before the upgrade. The responder's is made after the upgrade (it is sent only on admission, and the remote's
-    // first message should not wait for it). The inbox is made first: cheap, and the remote's first message arrives later than this.
+    // first message should not wait for it). The inbox is made before the upgrade too: cheap, and the remote's first
+    // message arrives later than this.
     const makeHello = opts.hello
     const carried = role === "initiator" && opts.secure.carriesEarly === true
     const eager = role === "initiator" && !carried ? makeHello() : undefined
@@ -162,7 +163,7 @@ export const establish = (stream: ByteStream, role: "initiator" | "responder", o
       ...(carried ? { early: makeHello } : {}),
       ...(opts.expectedPeer === undefined ? {} : { expectedPeer: opts.expectedPeer })
     })
-    // the frames this side's `early` made are HelloFrames (a prepared one was made by another connection's, the same)
+    // the frames `early` makes are HelloFrames (a prepared one too: this network's maker made it for an earlier dial)
     const sent = secured.earlySent as HelloFrame | undefined
     const { hello: localHello, bytes: helloFrame } = sent ?? eager ?? makeHello()
     const partial = attach(secured, inbox, opts.settings, opts.counters, clock)
