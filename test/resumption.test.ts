@@ -6,14 +6,15 @@
  * session, so a node neither registers it, displaces the live channel with it, nor announces it.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Deferred, Effect, Either, Option, Stream } from "effect"
+import { Chunk, Context, Deferred, Effect, Either, Exit, Layer, Option, Scope, Stream } from "effect"
 import * as net from "node:net"
 import { afterPendingIo, socketStream } from "../src/actors/Connection.js"
 import type { ByteStream, EarlyFrame } from "../src/actors/Connection.js"
-import { generateKeys } from "../src/layers/NodeIdentity.js"
-import { generateStaticKeys, noiseSession } from "../src/layers/NoiseSession.js"
+import { generateKeys, NodeIdentity } from "../src/layers/NodeIdentity.js"
+import { generateStaticKeys, noiseSession, noiseSessionLayer } from "../src/layers/NoiseSession.js"
 import type { SecureByteStream } from "../src/layers/NoiseTransport.js"
-import type { SecureSession } from "../src/layers/SecureSession.js"
+import { SecureSession } from "../src/layers/SecureSession.js"
+import { NetworkConfig } from "../src/layers/Settings.js"
 import type { ConnectionLost } from "../src/schema/errors.js"
 import { IncomingPeerTrustPolicy, NetworkSettings } from "../src/schema/settings.js"
 import { PREAMBLE_LENGTH } from "../src/schema/wire.js"
@@ -211,6 +212,31 @@ describe("Noise resumption (IK)", () => {
       const foreign = yield* handshakeAt(server, alice, bob, other.make)
       assert.strictEqual(foreign.initiator.pattern, "IK")
       assert.strictEqual(seq(foreign), 0, "made by its own maker, during this dial")
+    })
+  )
+
+  it.scopedLive("closing noiseSessionLayer's scope drops its prepared opening, and it prepares none after", () =>
+    Effect.gen(function* () {
+      const server = yield* listener
+      const bob = noiseSession(generateKeys(), settings)
+      const frames = earlyMaker()
+      const scope = yield* Scope.make()
+      const alice = yield* Layer.buildWithScope(noiseSessionLayer(), scope).pipe(
+        Effect.map(Context.get(SecureSession)),
+        Effect.provide(Layer.merge(NodeIdentity.layerKeys(generateKeys()), Layer.succeed(NetworkConfig, settings)))
+      )
+      const seq = (h: { initiator: SecureByteStream }) => (h.initiator.earlySent as NumberedFrame).seq
+
+      yield* handshakeAt(server, alice, bob, frames.make)
+      yield* afterPendingIo
+      assert.strictEqual(frames.made(), 2, "one opening prepared while the layer is open")
+      yield* Scope.close(scope, Exit.void)
+
+      const after = yield* handshakeAt(server, alice, bob, frames.make)
+      assert.strictEqual(after.initiator.pattern, "IK", "the static key learnt is still used")
+      assert.strictEqual(seq(after), 2, "the prepared opening was dropped: this dial made its own")
+      yield* afterPendingIo
+      assert.strictEqual(frames.made(), 3, "and nothing was prepared after it")
     })
   )
 

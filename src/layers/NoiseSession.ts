@@ -305,16 +305,13 @@ const makeNoiseSession = (keys: NodeKeys, settings: NetworkSettings, options: No
    * way); each is used once, and its ephemeral secret is erased when it is dropped unused.
    */
   const prepared = new Map<string, PreparedIK>()
-  const preparing = new Set<string>()
   let closed = false
   const drop = (ik: PreparedIK) => ik.noise.e?.secretKey.fill(0)
   const remember = (where: string, remoteStatic: Buffer | null, early: Opening["early"]) => {
     if (!resumption || remoteStatic === null || where.endsWith(":0")) return
     known.set(where, Buffer.from(remoteStatic))
-    if (early === undefined || preparing.has(where)) return
-    preparing.add(where)
+    if (early === undefined) return
     setImmediate(() => {
-      preparing.delete(where)
       const rs = known.get(where)
       if (closed || prepared.has(where) || rs === undefined) return
       let ik: PreparedIK
@@ -464,7 +461,7 @@ const makeNoiseSession = (keys: NodeKeys, settings: NetworkSettings, options: No
           const m2 = yield* recvFirst(true)
           if (m2.length === 0) {
             // abandoned: its ephemeral secret is erased as a completed handshake erases it
-            noise.e?.secretKey.fill(0)
+            drop(ik)
             return undefined
           }
           const theirs = check(decodePayload(yield* step(() => noise.recv(m2))), noise.rs, "responder", h1)
@@ -511,7 +508,7 @@ const makeNoiseSession = (keys: NodeKeys, settings: NetworkSettings, options: No
           return transportFor(noise, theirs.peer, lead, {
             pattern: "IK",
             // the initiator's first frames, carried in message 1, are read first
-            ...(sent!.rest.length > 0 ? { early: sent!.rest } : {}),
+            ...(sent!.rest.length > 0 ? { received: sent!.rest } : {}),
             awaitConfirmation: true
           })
         })

@@ -131,7 +131,7 @@ export interface SecureByteStream extends ByteStream {
 export interface TransportOptions {
   readonly pattern?: "XX" | "IK"
   /** Plaintext the handshake carried from the remote (an IK message 1's frames), read before any message. */
-  readonly early?: Uint8Array
+  readonly received?: Uint8Array
   /** The session carried this frame of the opening's `early` to the remote (sets ByteStream.earlySent). */
   readonly earlySent?: EarlyFrame
   /**
@@ -154,8 +154,8 @@ interface Planned {
 }
 /** Messages encrypted and written per socket write. */
 const ROUND_MESSAGES = 16
-/** A round's buffer holds at least this much (a 64 KiB attachment's messages and a frame head fit in one). */
-const ROUND_MIN = 5 * (2 + 16 * 1024)
+/** A round's buffer holds at least five full messages (a 64 KiB attachment's and a frame head fit in one). */
+const ROUND_MIN = 5 * (2 + SEND_PLAINTEXT + TAG)
 
 /** A queue of received chunks from which exact byte counts are taken as subarrays (no copying). */
 class Chunks {
@@ -214,7 +214,7 @@ export const secureTransport = (
 ): SecureByteStream => {
   let leading = options.sendConfirmation === true ? [...lead, tx.seal([EMPTY], 0)] : lead
   let receiver: Receiver | undefined
-  const held: Array<Uint8Array> = options.early === undefined ? [] : [options.early]
+  const held: Array<Uint8Array> = options.received === undefined ? [] : [options.received]
   let ended: ConnectionLost | undefined
   const input = new Chunks()
   let need = -1
