@@ -276,12 +276,14 @@ describe("NoiseSession: tampering closes the channel with a typed error", () => 
     const clean = transportPair(key)
     for (const p of plain) clean.send([p])
     const wire = clean.wire()
+    // fed whole (every message decrypted where it lies) or cut (a large message across reads, decrypted by pieces)
+    const cuts = fc.array(fc.integer({ min: 0, max: wire.length }), { maxLength: 4 })
     fc.assert(
-      fc.property(fc.integer({ min: 0, max: wire.length * 8 - 1 }), (bit) => {
+      fc.property(fc.integer({ min: 0, max: wire.length * 8 - 1 }), cuts, (bit, at) => {
         const t = transportPair(key)
         const bad = Buffer.from(wire)
         bad[bit >> 3] = bad[bit >> 3]! ^ (1 << (bit & 7))
-        t.feed(bad)
+        for (const piece of cutAt(bad, at)) t.feed(piece)
         t.end()
         const got = t.delivered()
         const whole = Buffer.concat(plain)
@@ -935,18 +937,41 @@ describe("NoiseSession: transport chunking", () => {
     assert.isUndefined(t.ended())
   })
 
-  it("a payload larger than one Noise message is sealed into full sending-size messages and the rest", () => {
+  it("an attachment is sealed in messages of the Noise maximum from its own memory; small chunks share 16 KiB ones", () => {
     const t = transportPair(crypto.randomBytes(32))
-    const big = crypto.randomBytes(3 * SEND_PLAINTEXT + 5)
-    t.send([big])
+    const head = crypto.randomBytes(100)
+    const big = crypto.randomBytes(2 * MAX_PLAINTEXT + 5)
+    const small = Array.from({ length: 300 }, () => crypto.randomBytes(100))
+    t.send([head, big, ...small])
     const wire = t.wire()
     const lengths: Array<number> = []
     for (let at = 0; at < wire.length; at += 2 + wire.readUInt16BE(at)) lengths.push(wire.readUInt16BE(at))
-    const full = SEND_PLAINTEXT + 16
-    assert.isAtMost(full, 65535)
-    assert.deepStrictEqual(lengths, [full, full, full, 5 + 16])
+    // the head before the attachment, the attachment's own messages (the last one short), then the small chunks
+    // packed into sending-size messages and the rest
+    assert.deepStrictEqual(lengths, [
+      100 + 16,
+      65535,
+      65535,
+      5 + 16,
+      SEND_PLAINTEXT + 16,
+      300 * 100 - SEND_PLAINTEXT + 16
+    ])
     t.feed(wire)
+    assert.isTrue(t.delivered().equals(Buffer.concat([head, big, ...small])))
+  })
+
+  it("a large message that arrives across reads is delivered only once its tag has arrived and verified", () => {
+    const t = transportPair(crypto.randomBytes(32))
+    const big = crypto.randomBytes(MAX_PLAINTEXT)
+    t.send([big])
+    const wire = t.wire()
+    assert.strictEqual(wire.length, 2 + MAX_PLAINTEXT + 16)
+    t.feed(wire.subarray(0, 30_000))
+    t.feed(wire.subarray(30_000, wire.length - 1))
+    assert.strictEqual(t.delivered().length, 0, "nothing before the last byte of the tag")
+    t.feed(wire.subarray(wire.length - 1))
     assert.isTrue(t.delivered().equals(big))
+    assert.isUndefined(t.ended())
   })
 })
 
@@ -1005,7 +1030,7 @@ describe("NoiseSession: frame limits inside the session", () => {
       const [got] = yield* takePackets(packets, 1, (p) => p._tag === "DataTransmission")
       assert.isTrue(got!._tag === "DataTransmission" && Buffer.from(got!.data).equals(data))
       const sent = splitDirection(Buffer.concat(mitm.toServer), CLIENT_HANDSHAKE_MESSAGES)
-      assert.isAtLeast(sent.transport.length, Math.ceil(data.length / SEND_PLAINTEXT))
+      assert.isAtLeast(sent.transport.length, Math.ceil(data.length / MAX_PLAINTEXT))
       for (const m of sent.transport) assert.isAtMost(m.length, 65535)
     })
   )

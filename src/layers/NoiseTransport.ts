@@ -1,18 +1,20 @@
 /**
  * Noise transport messages after the handshake (Noise spec §5.1, §11.3): each message is a u16 big-endian length,
- * then ChaCha20-Poly1305 (IETF) ciphertext and its 16-byte tag, computed by libsodium (sodium-native, which the
- * handshake's noise-handshake uses too) under the key from the handshake's Split(), nonce = 4 zero bytes + 64-bit
- * little-endian counter, empty associated data. Every `rekeyInterval` messages per direction both sides REKEY
- * (key = first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros)).
+ * then ChaCha20-Poly1305 (IETF) ciphertext and its 16-byte tag under the key from the handshake's Split(), nonce = 4
+ * zero bytes + 64-bit little-endian counter, empty associated data. Every `rekeyInterval` messages per direction both
+ * sides REKEY (key = first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros)). The AEAD is libsodium's (sodium-native, which
+ * the handshake's noise-handshake uses too), except for large messages that arrive across socket reads, which
+ * node:crypto (OpenSSL) decrypts piece by piece: the same algorithm, so the bytes on the wire do not depend on it.
  *
- * Writes pack the chunks given into messages of at most SEND_PLAINTEXT (16 KiB) plaintext bytes: many small frames
- * share one message (gathered and encrypted in place), a large attachment is encrypted slice by slice straight from
- * its memory (never concatenated as a whole), and a batch is encrypted and written a round at a time (a round's
- * messages sealed one after another into one reused buffer, handed to the socket in one write). Reads decrypt
- * a message in place once it is complete and hand plaintext to the framing only after its tag verified: a flipped
- * bit, a replayed, reordered or truncated message ends the stream with ConnectionLost and destroys the socket.
+ * Writes pack small chunks into shared messages of at most SEND_PLAINTEXT (16 KiB) plaintext bytes (gathered and
+ * encrypted in place); a large attachment is encrypted in messages of up to MAX_PLAINTEXT straight from its memory
+ * (never concatenated as a whole); a batch is encrypted and written a round at a time (a round's messages sealed one
+ * after another into one reused buffer, handed to the socket in one write). Reads decrypt a message once it is
+ * complete, in place where it lies when it can, and hand plaintext to the framing only after its tag verified: a
+ * flipped bit, a replayed, reordered or truncated message ends the stream with ConnectionLost and destroys the socket.
  */
 import { Deferred, Effect, Exit, FiberId } from "effect"
+import { createDecipheriv } from "node:crypto"
 // @ts-expect-error sodium-native ships no type declarations
 import sodium from "sodium-native"
 import type { ByteStream, EarlyFrame, Receiver } from "../actors/Connection.js"
@@ -24,12 +26,22 @@ export const MAX_MESSAGE = 65535
 const TAG = 16
 export const MAX_PLAINTEXT = MAX_MESSAGE - TAG
 /**
- * Plaintext per message this side sends (receivers accept up to MAX_PLAINTEXT). 16 KiB messages mostly fall inside
- * one 64 KiB socket read, so the receiver decrypts them where they lie instead of gathering each into a new buffer.
+ * Plaintext per message this side sends when small chunks share it (receivers accept up to MAX_PLAINTEXT). 16 KiB
+ * messages mostly fall inside one 64 KiB socket read, so the receiver decrypts them where they lie.
  */
 export const SEND_PLAINTEXT = 16 * 1024 - TAG
-/** Chunks at least this large are sealed in messages of their own, straight from their memory. */
+/**
+ * Chunks at least this large (attachments) are sealed in messages of their own, up to MAX_PLAINTEXT bytes each,
+ * straight from their memory: one libsodium call per 64 KiB instead of four.
+ */
 const DIRECT_BYTES = 16 * 1024
+/**
+ * A received message at least this large that spans socket reads is decrypted by node:crypto (OpenSSL) piece by piece
+ * where it lies; any other is decrypted in place by libsodium, gathered first when it spans reads. Same algorithm,
+ * same bytes: OpenSSL's vector code is faster per byte here and saves the gathering copy, but costs a cipher object
+ * (a few microseconds) and a new buffer per piece, which only pays off on large messages.
+ */
+const STREAM_MIN = 8 * 1024
 const REKEY_NONCE = Buffer.concat([Buffer.alloc(4), Buffer.alloc(8, 0xff)])
 const EMPTY = Buffer.alloc(0)
 
@@ -85,6 +97,22 @@ export class NoiseCipher {
     }
     sodium.crypto_aead_chacha20poly1305_ietf_encrypt(message.subarray(2), plaintext, null, null, nonce, this.key)
     return message
+  }
+  /**
+   * Decrypts one message given as its ciphertext's pieces (where the socket's reads put them) and its tag, with
+   * node:crypto (OpenSSL), nothing gathered first: the plaintext pieces, or undefined when the message does not
+   * authenticate (then none of them is usable).
+   */
+  openStreamed(pieces: ReadonlyArray<Uint8Array>, tag: Uint8Array): Array<Buffer> | undefined {
+    const decipher = createDecipheriv("chacha20-poly1305", this.key, this.nextNonce(), { authTagLength: TAG })
+    decipher.setAuthTag(tag)
+    const out = pieces.map((p) => decipher.update(p))
+    try {
+      decipher.final()
+    } catch {
+      return undefined
+    }
+    return out
   }
   /**
    * Decrypts one message body (ciphertext and tag) in place; the plaintext is a view of `body`, or undefined when it
@@ -152,10 +180,20 @@ interface Planned {
   readonly pieces: ReadonlyArray<Uint8Array>
   readonly size: number
 }
-/** Messages encrypted and written per socket write. */
+/** A round holds at most this many messages and this many plaintext bytes (always at least one message). */
 const ROUND_MESSAGES = 16
-/** A round's buffer holds at least five full messages (a 64 KiB attachment's and a frame head fit in one). */
+const ROUND_BYTES = 256 * 1024
+/** A round's buffer holds at least five full small-chunk messages (or a 64 KiB attachment's message and a head). */
 const ROUND_MIN = 5 * (2 + SEND_PLAINTEXT + TAG)
+/** Where the round that starts at `from` ends. */
+const roundEnd = (planned: ReadonlyArray<Planned>, from: number) => {
+  let to = from + 1
+  let bytes = planned[from]?.size ?? 0
+  while (to < planned.length && to - from < ROUND_MESSAGES && bytes + planned[to]!.size <= ROUND_BYTES) {
+    bytes += planned[to++]!.size
+  }
+  return Math.min(to, planned.length)
+}
 
 /** A queue of received chunks from which exact byte counts are taken as subarrays (no copying). */
 class Chunks {
@@ -164,6 +202,10 @@ class Chunks {
   push(chunk: Uint8Array) {
     this.list.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
     this.length += chunk.length
+  }
+  /** Whether the first chunk holds the next `n` bytes. */
+  headHolds(n: number): boolean {
+    return this.list.length > 0 && this.list[0]!.length >= n
   }
   /** The next `n` bytes as one buffer: a view of the first chunk when it holds them all, else gathered into a copy. */
   takeContiguous(n: number): Buffer {
@@ -245,10 +287,14 @@ export const secureTransport = (
           if (need < TAG) return end(new ConnectionLost({ detail: `noise: message of ${need} bytes is too short` }))
         }
         if (input.length < need) return
-        // decrypted in place: a message inside one socket read needs no copy, one across reads is gathered once
-        const body = input.takeContiguous(need)
+        // a message inside one socket read is decrypted where it lies; a large one across reads by node:crypto from
+        // its pieces (no copy); a small one across reads is gathered once, then decrypted in place
+        let plain: Buffer | Array<Buffer> | undefined
+        if (need - TAG >= STREAM_MIN && !input.headHolds(need)) {
+          const pieces = input.take(need - TAG)
+          plain = rx.openStreamed(pieces, input.takeContiguous(TAG))
+        } else plain = rx.open(input.takeContiguous(need))
         need = -1
-        const plain = rx.open(body)
         if (plain === undefined) {
           return end(
             new ConnectionLost({ detail: "noise: message failed authentication (tampered, replayed or reordered)" })
@@ -258,7 +304,8 @@ export const secureTransport = (
           Deferred.unsafeDone(unconfirmed, Exit.void)
           unconfirmed = undefined
         }
-        deliver(plain)
+        if (Buffer.isBuffer(plain)) deliver(plain)
+        else for (const p of plain) deliver(p)
       }
     },
     onEnd: (reason) =>
@@ -285,7 +332,11 @@ export const secureTransport = (
       free.push(Buffer.from(round.buffer, 0, round.buffer.byteLength))
     }
   }
-  /** Cuts the chunks into messages' worth of pieces (views, nothing copied or encrypted yet). */
+  /**
+   * Cuts the chunks into messages' worth of pieces (views, nothing copied or encrypted yet): small chunks share
+   * messages of up to SEND_PLAINTEXT bytes; a large chunk (an attachment) gets messages of its own of up to
+   * MAX_PLAINTEXT, encrypted from its memory without a copy.
+   */
   const plan = (chunks: ReadonlyArray<Uint8Array>): Array<Planned> => {
     const out: Array<Planned> = []
     let pieces: Array<Uint8Array> = []
@@ -297,24 +348,25 @@ export const secureTransport = (
       size = 0
     }
     for (const chunk of chunks) {
-      // a large chunk (an attachment) gets messages of its own, encrypted from its memory without a copy
-      if (chunk.length >= DIRECT_BYTES) close()
+      const large = chunk.length >= DIRECT_BYTES
+      if (large) close()
+      const cap = large ? MAX_PLAINTEXT : SEND_PLAINTEXT
       for (let at = 0; at < chunk.length;) {
-        const n = Math.min(SEND_PLAINTEXT - size, chunk.length - at)
+        const n = Math.min(cap - size, chunk.length - at)
         pieces.push(n === chunk.length ? chunk : chunk.subarray(at, at + n))
         size += n
         at += n
-        if (size === SEND_PLAINTEXT) close()
+        if (size === cap) close()
       }
-      if (chunk.length >= DIRECT_BYTES) close()
+      if (large) close()
     }
     close()
     return out
   }
   /**
-   * Encrypts and writes the planned messages a round at a time (at most ROUND_MESSAGES, about 256 KiB), each round
-   * once the previous one is written: a large batch never holds its whole ciphertext in memory, and the buffer of one
-   * round serves the next.
+   * Encrypts and writes the planned messages a round at a time (at most ROUND_MESSAGES or about ROUND_BYTES), each
+   * round once the previous one is written: a large batch never holds its whole ciphertext in memory, and the buffer
+   * of one round serves the next.
    */
   const writeRounds = (
     planned: ReadonlyArray<Planned>,
@@ -323,7 +375,7 @@ export const secureTransport = (
     // then sealed and handed over in one step)
     write: (chunks: ReadonlyArray<Uint8Array>) => Effect.Effect<void, ConnectionLost> = stream.write
   ): Effect.Effect<void, ConnectionLost> => {
-    const to = Math.min(planned.length, from + ROUND_MESSAGES)
+    const to = roundEnd(planned, from)
     let bytes = 0
     for (let i = from; i < to; i++) bytes += 2 + planned[i]!.size + TAG
     const round = bytes === 0 ? EMPTY : takeRound(bytes)
@@ -402,7 +454,7 @@ export const secureTransport = (
         const planned = plan(chunks)
         // the usual case, one round while no other write is under way: sealed and handed to the socket in this one
         // step, which no other writer can come between, so no lock is needed to keep the nonces in order
-        if (!writing && handOver !== undefined && planned.length <= ROUND_MESSAGES) {
+        if (!writing && handOver !== undefined && roundEnd(planned, 0) === planned.length) {
           return writeRounds(planned, 0, handOver)
         }
         return locked(Effect.suspend(() => (ended !== undefined ? Effect.fail(ended) : writeRounds(planned, 0))))
