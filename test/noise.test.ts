@@ -743,6 +743,17 @@ describe("NoiseSession: rekeying", () => {
     assert.strictEqual(rx.rekeys, tx.rekeys)
   })
 
+  it("rekeying every 3 messages, large and small messages fed whole or across reads all authenticate", () => {
+    const t = transportPair(crypto.randomBytes(32), 3)
+    // attachments give messages decrypted by pieces when they arrive across reads, small chunks ones decrypted in place
+    const sent = Array.from({ length: 12 }, (_, i) => crypto.randomBytes(i % 2 === 0 ? 70_000 : 300))
+    for (const chunk of sent) t.send([chunk])
+    const wire = t.wire()
+    for (let at = 0; at < wire.length; at += 40_000) t.feed(wire.subarray(at, at + 40_000))
+    assert.isUndefined(t.ended())
+    assert.isTrue(t.delivered().equals(Buffer.concat(sent)))
+  })
+
   it("a receiver with another rekey interval fails authentication at the first rekey", () => {
     const key = crypto.randomBytes(32)
     for (const [txInterval, rxInterval, firstBad] of [

@@ -104,7 +104,9 @@ export class NoiseCipher {
    * authenticate (then none of them is usable).
    */
   openStreamed(pieces: ReadonlyArray<Uint8Array>, tag: Uint8Array): Array<Buffer> | undefined {
-    const decipher = createDecipheriv("chacha20-poly1305", this.key, this.nextNonce(), { authTagLength: TAG })
+    // the nonce first: at a rekey boundary taking it replaces the key
+    const nonce = this.nextNonce()
+    const decipher = createDecipheriv("chacha20-poly1305", this.key, nonce, { authTagLength: TAG })
     decipher.setAuthTag(tag)
     const out = pieces.map((p) => decipher.update(p))
     try {

@@ -123,11 +123,12 @@ export const frameValues = (bytes: Buffer) => {
 export const somePeer: SessionPeer = { nodeId: generateKeys().id, publicKey: new Uint8Array(32), network: "p2pnet" }
 
 /** A sending and a receiving secureTransport over memory streams, keyed alike. */
-export const transportPair = (key: Buffer) => {
+export const transportPair = (key: Buffer, rekeyInterval?: number) => {
   const out = memoryStream()
   const inn = memoryStream()
-  const sender = secureTransport(out.stream, somePeer, new NoiseCipher(key), new NoiseCipher(crypto.randomBytes(32)))
-  const receiver = secureTransport(inn.stream, somePeer, new NoiseCipher(crypto.randomBytes(32)), new NoiseCipher(key))
+  const [tx, rx] = [new NoiseCipher(key, rekeyInterval), new NoiseCipher(key, rekeyInterval)]
+  const sender = secureTransport(out.stream, somePeer, tx, new NoiseCipher(crypto.randomBytes(32)))
+  const receiver = secureTransport(inn.stream, somePeer, new NoiseCipher(crypto.randomBytes(32)), rx)
   const delivered: Array<Buffer> = []
   let ended: ConnectionLost | undefined
   receiver.receive({
