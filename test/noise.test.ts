@@ -948,7 +948,7 @@ describe("NoiseSession: transport chunking", () => {
     assert.isUndefined(t.ended())
   })
 
-  it("an attachment is sealed in messages of the Noise maximum from its own memory; small chunks share 16 KiB ones", () => {
+  it("an attachment is sealed in messages of the Noise maximum; small chunks share 16 KiB ones", () => {
     const t = transportPair(crypto.randomBytes(32))
     const head = crypto.randomBytes(100)
     const big = crypto.randomBytes(2 * MAX_PLAINTEXT + 5)

@@ -244,17 +244,20 @@ const makeNoiseSession = (keys: NodeKeys, settings: NetworkSettings, options: No
   // its own before its first message; each is used by one handshake only (which erases it when done). It is made
   // once the event loop has run the I/O that is due (the message just written leaves first).
   let spare: StaticKeyPair | undefined
+  /** Set by `forget` (the layer's scope closed): nothing more is kept ready. */
+  let closed = false
   let making = false
   const takeEphemeral = (noise: Handshake) => {
     noise.e = spare ?? curve.generateKeyPair()
     spare = undefined
   }
   const makeSpare = () => {
-    if (spare !== undefined || making) return
+    if (spare !== undefined || making || closed) return
     making = true
     setImmediate(() => {
       making = false
-      spare ??= curve.generateKeyPair()
+      // a layer closed meanwhile keeps no key ready
+      if (!closed) spare ??= curve.generateKeyPair()
     })
   }
 
@@ -305,7 +308,6 @@ const makeNoiseSession = (keys: NodeKeys, settings: NetworkSettings, options: No
    * way); each is used once, and its ephemeral secret is erased when it is dropped unused.
    */
   const prepared = new Map<string, PreparedIK>()
-  let closed = false
   const drop = (ik: PreparedIK) => ik.noise.e?.secretKey.fill(0)
   const remember = (where: string, remoteStatic: Buffer | null, early: Opening["early"]) => {
     if (!resumption || remoteStatic === null || where.endsWith(":0")) return
